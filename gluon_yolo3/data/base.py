@@ -1,0 +1,117 @@
+"""Dataset base class, the shared box sanity check, and the fatal dataset error.
+
+Every reader returns `dataset[i] -> (image (H, W, 3) uint8 RGB, label (N, 6) float32)` with label rows
+`x1, y1, x2, y2, class_id, difficult` in pixels (pixel-edge convention: a box covering pixel columns
+0..9 has x1 = 0, x2 = 10). Annotations that cannot be used are skipped and described in `problems`.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+LABEL_COLUMNS = 6
+
+
+class DatasetError(Exception):
+    """A fatal dataset problem (missing root, empty split, no images, unreadable image)."""
+
+
+def empty_label() -> np.ndarray:
+    """An empty `(0, 6)` float32 label."""
+    return np.zeros((0, LABEL_COLUMNS), dtype=np.float32)
+
+
+def _fmt(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in box[:4]) + "]"
+
+
+def sanitize_boxes(boxes, width: int, height: int, where: str) -> Tuple[np.ndarray, List[str]]:
+    """Drop or clip boxes that do not fit a `width` x `height` image.
+
+    boxes: `(N, K)` with K >= 4, columns x1, y1, x2, y2 (pixels) then any extra columns (carried along).
+    Returns `(kept (M, K) float32, problems)`; each problem is `"<where>: <what> <box>"`:
+    non-finite, inverted and zero-area boxes, and boxes fully outside the image are dropped;
+    boxes partly outside are clipped to the image.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.size == 0:
+        return boxes.reshape(0, boxes.shape[-1] if boxes.ndim == 2 else LABEL_COLUMNS), []
+    if boxes.ndim != 2 or boxes.shape[1] < 4:
+        raise ValueError(f"{where}: boxes must be (N, >=4), got shape {boxes.shape}")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    finite = np.isfinite(boxes[:, :4]).all(axis=1)
+    inverted = finite & ((x2 < x1) | (y2 < y1))
+    zero = finite & ~inverted & ((x2 == x1) | (y2 == y1))
+    outside = finite & ~inverted & ~zero & ((x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height))
+    keep = finite & ~inverted & ~zero & ~outside
+    partly = keep & ((x1 < 0) | (y1 < 0) | (x2 > width) | (y2 > height))
+
+    kept = boxes.copy()
+    kept[:, [0, 2]] = np.clip(kept[:, [0, 2]], 0, width)
+    kept[:, [1, 3]] = np.clip(kept[:, [1, 3]], 0, height)
+
+    reasons = [(~finite, "non-finite box {box} dropped"),
+               (inverted, "inverted box {box} dropped"),
+               (zero, "zero-area box {box} dropped"),
+               (outside, "box {box} outside the %dx%d image dropped" % (width, height)),
+               (partly, "box {box} partly outside the %dx%d image clipped to {clip}" % (width, height))]
+    problems = []
+    for i in range(len(boxes)):  # report in annotation order
+        for mask, text in reasons:
+            if mask[i]:
+                problems.append(f"{where}: " + text.format(box=_fmt(boxes[i]), clip=_fmt(kept[i])))
+    return kept[keep], problems
+
+
+class DetectionDataset:
+    """Base of all detection datasets.
+
+    Subclasses set `classes` (tuple of names) and fill `problems` (list of `"<file>: <problem>"`), and
+    implement `__len__`, `__getitem__(i) -> (image (H, W, 3) uint8 RGB, label (N, 6) float32)` and
+    `image_id(i) -> str` (a stable name, usually the file stem).
+    """
+
+    classes: Tuple[str, ...] = ()
+
+    def __init__(self):
+        self.problems: List[str] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        raise NotImplementedError
+
+    def image_id(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _index(self, i: int) -> int:
+        """`i` as a non-negative index; IndexError when out of range (ends `for` loops)."""
+        n = len(self)
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"{type(self).__name__}: index {i} out of range for {n} images")
+        return i % n
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({len(self)} images, classes={self.classes}, "
+                f"{len(self.problems)} problems)")
+
+
+def check_label(label: np.ndarray, where: str = "label") -> np.ndarray:
+    """`label` as a `(N, 6)` float32 array; ValueError for any other shape."""
+    label = np.asarray(label, dtype=np.float32)
+    if label.size == 0:
+        return empty_label()
+    if label.ndim != 2 or label.shape[1] != LABEL_COLUMNS:
+        raise ValueError(f"{where}: expected a (N, {LABEL_COLUMNS}) label, got shape {label.shape}")
+    return label
+
+
+__all__ = ("DatasetError", "DetectionDataset", "sanitize_boxes", "empty_label",
+           "check_label", "LABEL_COLUMNS")
