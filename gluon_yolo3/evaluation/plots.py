@@ -153,9 +153,10 @@ def draw_detections(image, boxes, ids, scores, class_names: Sequence[str] | None
             if x2 > x1 or y2 > y1:  # skip -1 padding rows
                 cv2.rectangle(out, (x1, y1), (x2, y2), (220, 220, 220), 1, cv2.LINE_AA)
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for k in np.flatnonzero(ids >= 0):
+    limit = 4 * max(out.shape[:2])  # cv2 wants int32 points; an untrained net's boxes can be huge
+    for k in np.flatnonzero((ids >= 0) & np.isfinite(boxes).all(axis=1)):
         c = int(ids[k])
-        x1, y1, x2, y2 = np.round(boxes[k]).astype(int)
+        x1, y1, x2, y2 = (int(v) for v in np.round(np.clip(boxes[k], -limit, limit)))
         color = class_color(c)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         name = class_names[c] if class_names is not None and c < len(class_names) else str(c)

@@ -1,0 +1,26 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# numpy is pinned in the same command so that nothing upgrades it past MXNet's reach
+	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gluon-yolo3 train recipes/demo_tiny.yaml --workdir runs/demo --progress
+	$(VENV)/bin/gluon-yolo3 eval recipes/demo_tiny.yaml --weights runs/demo --json runs/demo/eval.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

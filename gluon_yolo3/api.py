@@ -1,0 +1,132 @@
+"""The Python API under the CLI: load a recipe, build, train, evaluate, predict.
+
+    from gluon_yolo3 import api
+    recipe = api.load("recipes/demo_tiny.yaml", overrides=["train.epochs=2"])
+    summary = api.train(recipe)
+    scores = api.evaluate(recipe, weights="runs/demo_tiny")
+    dets = api.Predictor(recipe, weights="runs/demo_tiny")(["cat.jpg"])
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from . import components
+from .data.pipeline import ImageNormalizer, build_resize, resize_with_geometry, to_original
+from .engine.checkpoint import find_weights
+from .engine.devices import parse_devices
+from .models.detector import YOLOv3, build_detector
+from .plugins import load_plugins
+from .recipe import load_recipe
+
+__all__ = ["load", "build", "load_detector", "train", "evaluate", "Predictor"]
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Load a recipe (bases, overrides, validation) and import the plugins it names."""
+    components.register_builtins()
+    recipe = load_recipe(path, overrides)
+    load_plugins(recipe.get("plugins") or [])
+    return recipe
+
+
+def build(recipe: Mapping[str, Any], num_classes: int) -> YOLOv3:
+    """An uninitialised detector as the recipe describes it."""
+    return build_detector(recipe, num_classes)
+
+
+def class_names(recipe: Mapping[str, Any]) -> List[str]:
+    """The recipe's class names: `data.classes`, else those of its validation dataset."""
+    if recipe["data"].get("classes"):
+        return list(recipe["data"]["classes"])
+    from .engine.trainer import build_datasets
+    return list(build_datasets(recipe, splits=("val",))["val"].classes)
+
+
+def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
+                  classes: Optional[Sequence[str]] = None, hybridize: bool = True) -> YOLOv3:
+    """A detector with weights from a `.params` file or a run folder, on `contexts` (default cpu:0)."""
+    contexts = contexts or [mx.cpu()]
+    classes = list(classes) if classes is not None else class_names(recipe)
+    net = build_detector(recipe, len(classes))
+    path = find_weights(weights)
+    try:
+        net.load_parameters(str(path), ctx=contexts)
+    except (AssertionError, mx.base.MXNetError, ValueError) as err:
+        raise ValueError(f"weights '{path}' do not fit the recipe's model "
+                         f"({recipe['model']['backbone']['type']}, {len(classes)} classes): "
+                         f"{str(err).splitlines()[0]}") from None
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
+def train(recipe: Mapping[str, Any], workdir: Optional[str] = None, devices=None, kvstore=None,
+          resume: bool = False, progress: bool = True, log=print) -> Dict[str, Any]:
+    """Train the recipe; returns a summary (run folder, steps, time, best validation mAP)."""
+    from .engine.trainer import Trainer, make_run_folder
+    run_dir = make_run_folder(recipe, workdir, resume)
+    return Trainer(recipe, run_dir, devices=devices, kvstore=kvstore, progress=progress, log=log).fit(resume)
+
+
+def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metric: Optional[str] = None,
+             split: str = "val", progress: bool = True):
+    """(metric result dict, per-image detections) of the weights on the recipe's `split` dataset."""
+    from .engine.trainer import build_datasets
+    from .evaluation.runner import evaluate as run_eval
+    contexts = parse_devices(devices or recipe["train"]["devices"])
+    dataset = build_datasets(recipe, splits=(split,))[split]
+    net = load_detector(recipe, weights, contexts, classes=dataset.classes)
+    return run_eval(net, dataset, recipe, contexts, metric=metric, progress=progress)
+
+
+class Predictor:
+    """Detections for images (paths or `(H, W, 3) uint8 RGB` arrays), in original image pixels.
+
+    `predictor(images)` -> one dict per image: `boxes (K, 4)` x1y1x2y2, `scores (K,)`, `ids (K,)`,
+    `names` (class names), keeping scores >= `score_thresh` (default: the recipe's predict.score_thresh).
+    """
+
+    def __init__(self, recipe: Mapping[str, Any], weights: str | Path | None = None, net: YOLOv3 = None,
+                 classes: Optional[Sequence[str]] = None, contexts=None, score_thresh: Optional[float] = None):
+        self.recipe = recipe
+        self.contexts = contexts or [mx.cpu()]
+        self.classes = list(classes) if classes is not None else class_names(recipe)
+        self.net = net if net is not None else load_detector(recipe, weights, self.contexts, self.classes)
+        self.resize = build_resize(recipe["data"]["resize"], recipe["model"]["input_size"])
+        self.normalize = ImageNormalizer(recipe["data"]["mean"], recipe["data"]["std"])
+        self.score_thresh = recipe["predict"]["score_thresh"] if score_thresh is None else score_thresh
+
+    def __call__(self, images: Sequence) -> List[Dict[str, Any]]:
+        return [self.predict_one(image) for image in images]
+
+    def predict_one(self, image) -> Dict[str, Any]:
+        image = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        resized, geometry = resize_with_geometry(self.resize, image)
+        x = mx.nd.array(self.normalize(resized)[None], ctx=self.contexts[0])
+        ids, scores, boxes = [o[0].asnumpy() for o in self.net(x)]
+        keep = (ids[:, 0] >= 0) & (scores[:, 0] >= self.score_thresh)
+        ids = ids[keep, 0].astype(np.int64)
+        return {"boxes": to_original(boxes[keep], geometry), "scores": scores[keep, 0], "ids": ids,
+                "names": [self.classes[i] for i in ids]}
+
+    def draw(self, image, path: Optional[Path] = None, gt: Optional[np.ndarray] = None):
+        """Predict one image and draw its detections (and ground truth `gt (M, >=4)`, if given)."""
+        from .evaluation.plots import draw_detections
+        image = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        det = self.predict_one(image)
+        return draw_detections(image, det["boxes"], det["ids"], det["scores"], self.classes,
+                               path=str(path) if path else None,
+                               gt_boxes=None if gt is None else np.asarray(gt)[:, :4])
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """`(H, W, 3) uint8 RGB` from an image file; a clear error naming the file otherwise."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image '{path}' (missing or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,150 @@
+"""`gluon-yolo3`: the command line. Thin: parse options, call `gluon_yolo3.api`, print results."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="YOLOv3 for MXNet/Gluon from YAML recipes: train, eval, predict, components.")
+
+SET_HELP = "Override a recipe value, e.g. --set train.lr=0.01 (value parsed as YAML). Repeatable."
+DEVICES_HELP = "Devices, comma-separated: cpu:0,cpu:1 or gpu:0,gpu:1 (default: the recipe's train.devices)."
+
+
+def _load(recipe: Path, overrides: Optional[List[str]]):
+    from . import api
+    return api.load(recipe, overrides or [])
+
+
+def _fail(err: Exception):
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+KNOWN_ERRORS = (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError)
+
+
+@app.command()
+def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+          devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
+          kvstore: Optional[str] = typer.Option(None, help="kvstore: device, local, dist_sync, ... "
+                                                           "(default: the recipe's train.kvstore)."),
+          workdir: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<recipe name>, "
+                                                            "numbered when it already holds a run)."),
+          resume: bool = typer.Option(False, help="Continue the run in --workdir from its last checkpoint."),
+          progress: bool = typer.Option(True, help="Show progress bars.")):
+    """Train a detector; the run folder gets the resolved recipe, metrics, checkpoints and plots."""
+    from . import api
+    try:
+        cfg = _load(recipe, set_)
+        summary = api.train(cfg, workdir=str(workdir) if workdir else None, devices=devices,
+                            kvstore=kvstore, resume=resume, progress=progress, log=typer.echo)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=1, default=str))
+
+
+@app.command("eval")
+def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+          weights: Path = typer.Option(..., help="A .params file or a run folder (its best checkpoint)."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+          metric: Optional[str] = typer.Option(None, help="Metric (default: the recipe's eval.metric): voc07, voc."),
+          split: str = typer.Option("val", help="Which dataset of the recipe's data section: val or train."),
+          devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metric result as JSON here."),
+          progress: bool = typer.Option(True, help="Show progress bars.")):
+    """Evaluate weights on the recipe's validation data; print a per-class AP table."""
+    from . import api
+    from .evaluation.runner import format_table
+    try:
+        cfg = _load(recipe, set_)
+        result, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
+                                 progress=progress)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(format_table(result))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(_jsonable(result), indent=1))
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+def predict(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+            images: List[Path] = typer.Argument(..., help="Image files."),
+            weights: Path = typer.Option(..., help="A .params file or a run folder (its best checkpoint)."),
+            out: Path = typer.Option(Path("predictions"), help="Folder for drawn images and detections.json."),
+            set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+            score_thresh: Optional[float] = typer.Option(None, help="Keep detections scoring at least this "
+                                                                    "(default: the recipe's predict.score_thresh)."),
+            devices: Optional[str] = typer.Option(None, help=DEVICES_HELP)):
+    """Detect objects in images; write them drawn and as JSON into --out."""
+    from . import api
+    from .engine.devices import parse_devices
+    try:
+        cfg = _load(recipe, set_)
+        contexts = parse_devices(devices or "cpu:0")[:1]
+        predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh)
+        out.mkdir(parents=True, exist_ok=True)
+        records = []
+        for path in images:
+            image = api.read_image(path)
+            det = predictor.predict_one(image)
+            predictor_draw(predictor, image, det, out / f"{path.stem}.jpg")
+            records.append({"image": str(path), "detections": [
+                {"class": n, "class_id": int(i), "score": round(float(s), 5),
+                 "box": [round(float(v), 2) for v in b]}
+                for n, i, s, b in zip(det["names"], det["ids"], det["scores"], det["boxes"])]})
+            typer.echo(f"{path}: {len(det['ids'])} detections")
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    (out / "detections.json").write_text(json.dumps(records, indent=1))
+    typer.echo(f"wrote {out}/")
+
+
+def predictor_draw(predictor, image, det, path: Path):
+    from .evaluation.plots import draw_detections
+    draw_detections(image, det["boxes"], det["ids"], det["scores"], predictor.classes, path=str(path))
+
+
+@app.command()
+def components(plugin: Optional[List[str]] = typer.Option(None, help="Also load this plugin (file or module).")):
+    """List every registry and its entries (plugins included) with a one-line description."""
+    from . import components as builtins
+    from .plugins import load_plugins
+    from .registry import ALL
+    try:
+        builtins.register_builtins()
+        load_plugins(plugin or [])
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    for name, registry in ALL.items():
+        typer.echo(f"{name}:")
+        for entry, doc in registry.describe().items():
+            typer.echo(f"  {entry:<20} {doc}")
+
+
+def _jsonable(value):
+    import math
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Optimizers and learning-rate schedules, registered so that recipes can name them."""
+from __future__ import annotations
+
+import mxnet as mx
+
+from ..registry import LR_SCHEDULES, OPTIMIZERS
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(lr: float, lr_scheduler=None, momentum: float = 0.9, wd: float = 5e-4,
+        clip_gradient: float | None = None):
+    """SGD with momentum and weight decay (Darknet's and GluonCV's choice for YOLOv3)."""
+    kwargs = dict(learning_rate=lr, momentum=momentum, wd=wd, lr_scheduler=lr_scheduler)
+    if clip_gradient:
+        kwargs["clip_gradient"] = float(clip_gradient)
+    return mx.optimizer.SGD(**kwargs)
+
+
+@OPTIMIZERS.register("adam")
+def adam(lr: float, lr_scheduler=None, wd: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
+         clip_gradient: float | None = None):
+    """Adam (MXNet's), with optional L2 weight decay."""
+    kwargs = dict(learning_rate=lr, wd=wd, beta1=beta1, beta2=beta2, lr_scheduler=lr_scheduler)
+    if clip_gradient:
+        kwargs["clip_gradient"] = float(clip_gradient)
+    return mx.optimizer.Adam(**kwargs)
+
+
+@LR_SCHEDULES.register("warmup_cosine")
+def warmup_cosine(lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0,
+                  final_lr: float = 0.0, warmup_begin_lr: float = 0.0):
+    """Linear warm-up from `warmup_begin_lr` over `warmup_epochs`, then cosine decay to `final_lr`."""
+    total = max(1, int(round(epochs * steps_per_epoch)))
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
+    return mx.lr_scheduler.CosineScheduler(
+        max_update=total, base_lr=lr, final_lr=final_lr, warmup_steps=warmup,
+        warmup_begin_lr=warmup_begin_lr, warmup_mode="linear")
+
+
+@LR_SCHEDULES.register("warmup_step")
+def warmup_step(lr: float, steps_per_epoch: int, epochs: int, milestones=(0.8, 0.9), factor: float = 0.1,
+                warmup_epochs: float = 1.0, warmup_begin_lr: float = 0.0):
+    """Linear warm-up, then the LR times `factor` at each milestone (fractions of training or epochs)."""
+    total = max(1, int(round(epochs * steps_per_epoch)))
+    steps = [int(round((m * epochs if m < 1 else m) * steps_per_epoch)) for m in milestones]
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), max(steps[0] - 1, 0) if steps else total)
+    return mx.lr_scheduler.MultiFactorScheduler(
+        step=[max(s, warmup + 1) for s in steps], factor=factor, base_lr=lr, warmup_steps=warmup,
+        warmup_begin_lr=warmup_begin_lr, warmup_mode="linear")

@@ -1,0 +1,264 @@
+"""Recipes: YAML files with `_base_` inheritance, `--set a.b=value` overrides and validation.
+
+    _base_: [../_base_/tiny.yaml]       # one path or a list, relative to this file; merged in order
+    train:
+      lr: 0.01                          # deep-merged into the base
+    data:
+      transforms:                       # lists always replace
+        - {type: random_flip}
+    model:
+      nms: {_replace_: true, type: class_aware, iou_thresh: 0.5}   # replace the base's dict whole
+
+Every key must exist in `DEFAULTS` (the schema and the defaults in one), except inside component configs
+(dicts with a `type`), whose keys are checked against the registered constructor when built.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping
+
+import yaml
+
+from .registry import closest
+
+REPLACE_KEY = "_replace_"
+BASE_KEY = "_base_"
+
+# The schema: every valid key with its default. `None` means "no default; a value of any type".
+DEFAULTS: Dict[str, Any] = {
+    "name": None,
+    "plugins": [],
+    "model": {
+        "input_size": 416,
+        "backbone": {"type": "darknet53"},
+        "neck": {"type": "yolov3"},
+        "head": {"type": "yolov3"},
+        # anchors per scale, finest first, (w, h) in pixels of the network input
+        "anchors": [[[10, 13], [16, 30], [33, 23]],
+                    [[30, 61], [62, 45], [59, 119]],
+                    [[116, 90], [156, 198], [373, 326]]],
+        "norm": {"type": "batchnorm", "momentum": 0.9, "eps": 1.0e-5},
+        "nms": {"type": "class_aware", "score_thresh": 0.01, "iou_thresh": 0.45, "topk": 400,
+                "max_det": 100},
+    },
+    "assigner": {"type": "best_anchor"},
+    "loss": {
+        "ignore_iou": 0.7,
+        "terms": [
+            {"type": "xy_bce", "weight": 1.0},
+            {"type": "wh_l1", "weight": 1.0},
+            {"type": "objectness_bce", "weight": 1.0},
+            {"type": "class_bce", "weight": 1.0},
+        ],
+    },
+    "data": {
+        "train": {"type": "synthetic", "split": "train"},
+        "val": {"type": "synthetic", "split": "val"},
+        "classes": None,             # class names; default: the training dataset's
+        "transforms": [{"type": "random_flip"}],
+        "resize": "letterbox",       # letterbox | resize: how every image reaches input_size
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "max_boxes": 100,            # ground-truth boxes kept per image for the ignore mask
+        "num_workers": 1,
+    },
+    "train": {
+        "devices": ["cpu:0"],
+        "kvstore": "device",
+        "batch_size": 8,             # global batch size: split over devices
+        "epochs": 10,
+        "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
+        "lr": 0.001,
+        "lr_schedule": {"type": "warmup_cosine", "warmup_epochs": 1, "final_lr": 0.0},
+        "seed": 0,
+        "hybridize": True,
+        "val_every": 1,              # epochs; 0 disables validation during training
+        "checkpoint_every": 1,       # epochs
+        "keep_checkpoints": 2,
+        "log_every": 10,             # steps between metrics lines
+    },
+    "eval": {"metric": "voc07", "iou_thresh": 0.5, "score_thresh": 0.001, "batch_size": 8},
+    "predict": {"score_thresh": 0.3},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be loaded or that holds a bad key or value; the message names the key."""
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Load `path` with its bases, apply `--set` style overrides, fill defaults and validate.
+
+    Returns the resolved recipe: a plain dict with `_file_` holding the absolute path of `path`.
+    """
+    path = Path(path).resolve()
+    raw = _load_with_bases(path, chain=())
+    for item in overrides:
+        apply_override(raw, item)
+    validate(raw, where=str(path))
+    recipe = merge(copy.deepcopy(DEFAULTS), raw)
+    strip_replace_markers(recipe)
+    if not recipe.get("name"):
+        recipe["name"] = path.stem
+    recipe["_file_"] = str(path)
+    return recipe
+
+
+def resolved_yaml(recipe: Mapping[str, Any]) -> str:
+    """The recipe as YAML, standalone (no `_base_`), for the run folder."""
+    clean = {k: v for k, v in recipe.items() if k != "_file_"}
+    return yaml.safe_dump(clean, sort_keys=False, default_flow_style=None)
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _load_with_bases(path: Path, chain: tuple) -> Dict[str, Any]:
+    if path in chain:
+        raise RecipeError("recipe inheritance loops: " + " -> ".join(str(p) for p in chain + (path,)))
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        base_path = (path.parent / base).resolve()
+        if not base_path.exists():
+            raise RecipeError(f"{path}: _base_ file '{base}' not found (looked at {base_path})")
+        merged = merge(merged, _load_with_bases(base_path, chain + (path,)))
+    _resolve_plugin_paths(data, path.parent)
+    return merge(merged, data)
+
+
+def _resolve_plugin_paths(data: Dict[str, Any], folder: Path):
+    """Plugin entries that are file paths become absolute, relative to the recipe that names them."""
+    plugins = data.get("plugins")
+    if not isinstance(plugins, list):
+        return
+    out = []
+    for item in plugins:
+        if isinstance(item, str) and (item.endswith(".py") or "/" in item):
+            candidate = (folder / item).resolve()
+            out.append(str(candidate) if candidate.exists() else item)
+        else:
+            out.append(item)
+    data["plugins"] = out
+
+
+def merge(base: Any, update: Any) -> Any:
+    """Deep-merge `update` into `base` (both left intact for dicts they don't share); lists replace.
+
+    A dict in `update` holding `_replace_: true` replaces the base's dict instead of merging.
+    """
+    if not isinstance(base, dict) or not isinstance(update, dict) or update.get(REPLACE_KEY):
+        return copy.deepcopy(update)
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+    return out
+
+
+def strip_replace_markers(node: Any):
+    if isinstance(node, dict):
+        node.pop(REPLACE_KEY, None)
+        for value in node.values():
+            strip_replace_markers(value)
+    elif isinstance(node, list):
+        for value in node:
+            strip_replace_markers(value)
+
+
+def apply_override(recipe: Dict[str, Any], item: str):
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`0.01`, `[1, 2]`, `true`)."""
+    if "=" not in item:
+        raise RecipeError(f"override '{item}' must look like key.path=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override '{item}': value is not valid YAML: {err}") from None
+    parts = key.split(".")
+    _check_path(parts, where=f"--set {key}")
+    node = recipe
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, parts[:depth + 1])]
+            continue
+        if not isinstance(node.get(part), (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, parts)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: List, part: str, parts: List[str]) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise RecipeError(f"--set {'.'.join(parts)}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _check_path(parts: List[str], where: str):
+    """Check that a dotted key path exists in the schema (component configs and lists stay open)."""
+    schema: Any = DEFAULTS
+    for depth, part in enumerate(parts):
+        if not isinstance(schema, dict) or "type" in schema:
+            return
+        if part not in schema:
+            _unknown(".".join(parts[:depth + 1]), part, schema, where)
+        schema = schema[part]
+
+
+def validate(recipe: Mapping[str, Any], where: str = "recipe", schema: Mapping[str, Any] = DEFAULTS,
+             prefix: str = ""):
+    """Raise RecipeError naming the first key path that the schema does not know."""
+    for key, value in recipe.items():
+        if key == REPLACE_KEY:
+            continue
+        path = f"{prefix}{key}"
+        if key not in schema:
+            _unknown(path, key, schema, where)
+        expected = schema[key]
+        if isinstance(expected, dict) and "type" not in expected:
+            if not isinstance(value, dict):
+                raise RecipeError(f"{where}: '{path}' must be a mapping, got {value!r}")
+            validate(value, where, expected, prefix=f"{path}.")
+        elif isinstance(expected, dict) and "type" in expected:
+            if not isinstance(value, (dict, str)):
+                raise RecipeError(f"{where}: '{path}' must be a component config with a 'type', got {value!r}")
+
+
+def _unknown(path: str, key: str, schema: Mapping[str, Any], where: str):
+    hint = closest(key, [k for k in schema if k != REPLACE_KEY])
+    parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
+    raise RecipeError(
+        f"{where}: unknown key '{path}'"
+        + (f" (did you mean '{parent}{hint}'?)" if hint else "")
+        + f"; valid keys here: {', '.join(k for k in schema)}")
+
+
+def component(recipe: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """The component config at dotted `path`, as a dict (a bare string becomes `{'type': ...}`)."""
+    node: Any = recipe
+    for part in path.split("."):
+        node = node[part]
+    if isinstance(node, str):
+        return {"type": node}
+    return dict(node)
