@@ -212,6 +212,16 @@ class Trainer:
     def train_step(self, x, target, gt_boxes) -> np.ndarray:
         """One synchronous step over all devices; returns the per-term loss sums (K,) before the update.
 
+        A step whose loss is not finite is not applied (the caller stops training).
+        """
+        terms = self.compute_gradients(x, target, gt_boxes)
+        if np.all(np.isfinite(terms)):
+            self.trainer.step(1)
+        return terms
+
+    def compute_gradients(self, x, target, gt_boxes) -> np.ndarray:
+        """Forward and backward on every device; returns the per-term loss sums (K,) of the batch.
+
         Each device's loss is divided by the GLOBAL batch size, so that the kvstore's sum of the device
         gradients is the gradient of the mean loss over the whole batch; the update then uses step(1).
         """
@@ -222,10 +232,8 @@ class Trainer:
             per_device = [self.loss_fn(t, g, *self.net(xd)) for xd, t, g in zip(xs, ts, gs)]
             totals = [loss.sum() / self.batch_size for loss in per_device]
         autograd.backward(totals)
-        terms = sum(loss.sum(axis=0).as_in_context(mx.cpu()) for loss in per_device).asnumpy()
-        if np.all(np.isfinite(terms)):
-            self.trainer.step(1)
-        return terms.astype(np.float64)
+        terms = sum(loss.sum(axis=0).as_in_context(mx.cpu()) for loss in per_device)
+        return terms.asnumpy().astype(np.float64)
 
     def stop_on_nonfinite(self, terms: np.ndarray, epoch: int, step: int):
         bad = [n for n, v in zip(self.loss_fn.names, terms) if not np.isfinite(v)]
