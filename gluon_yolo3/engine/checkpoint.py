@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+import mxnet as mx
+
 
 def atomic_write(path: Path, write: Callable[[str], None]):
     """Call `write(tmp_path)` then rename tmp over `path` (same folder, so the rename is atomic)."""
@@ -48,6 +50,9 @@ class CheckpointManager:
         self.keep = max(1, int(keep))
 
     def save(self, net, trainer, epoch: int, step: int, extra: Optional[Dict[str, Any]] = None) -> Path:
+        # A hybridized static graph updates BatchNorm statistics outside the reads save_parameters
+        # waits for: without this, a checkpoint can hold statistics from before the last steps.
+        mx.nd.waitall()
         stem = f"epoch_{epoch:04d}"
         params = self.folder / f"{stem}.params"
         states = self.folder / f"{stem}.states"
@@ -59,6 +64,7 @@ class CheckpointManager:
         return params
 
     def save_best(self, net):
+        mx.nd.waitall()
         atomic_write(self.folder / "best.params", net.save_parameters)
 
     def last(self) -> Optional[Dict[str, Any]]:

@@ -152,6 +152,7 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         self.setup()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "recipe.yaml").write_text(resolved_yaml(self.recipe))
         epoch, step, best = 0, 0, -math.inf
         if resume:
@@ -251,6 +252,7 @@ class Trainer:
 
     # ---- validation, logs, plots ---------------------------------------------------------------
     def validate(self, epoch: int, step: int) -> Dict[str, Any]:
+        mx.nd.waitall()   # let the last steps' BatchNorm statistics land before the inference graph reads them
         result, _ = evaluate(self.net, self.val_set, self.recipe, self.contexts, progress=self.progress)
         self.log(f"epoch {epoch}: validation {result['metric']} mAP {result['map']:.4f}\n"
                  + format_table(result))
