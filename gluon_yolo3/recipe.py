@@ -8,6 +8,7 @@
         - {type: random_flip}
     model:
       nms: {_replace_: true, type: class_aware, iou_thresh: 0.5}   # replace the base's dict whole
+      backbone: {type: darknet_tiny}      # another type: replaces (the old type's keys don't apply)
 
 Every key must exist in `DEFAULTS` (the schema and the defaults in one), except inside component configs
 (dicts with a `type`), whose keys are checked against the registered constructor when built.
@@ -162,9 +163,12 @@ def _resolve_plugin_paths(data: Dict[str, Any], folder: Path):
 def merge(base: Any, update: Any) -> Any:
     """Deep-merge `update` into `base` (both left intact for dicts they don't share); lists replace.
 
-    A dict in `update` holding `_replace_: true` replaces the base's dict instead of merging.
+    A dict in `update` holding `_replace_: true` replaces the base's dict instead of merging, and so
+    does a component config whose `type` differs from the base's (the old type's arguments don't apply).
     """
     if not isinstance(base, dict) or not isinstance(update, dict) or update.get(REPLACE_KEY):
+        return copy.deepcopy(update)
+    if "type" in update and "type" in base and update["type"] != base["type"]:
         return copy.deepcopy(update)
     out = dict(base)
     for key, value in update.items():
