@@ -24,13 +24,15 @@ class PluginError(ImportError):
 
 def load_plugin(spec: str):
     """Import one plugin (file path or dotted module name) once; returns the module."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        spec = str(path.resolve())      # one file under two spellings is one plugin
     if spec in _loaded:
         return _loaded[spec]
-    path = Path(spec)
     try:
         if spec.endswith(".py") or path.exists():
             if not path.exists():
-                raise PluginError(f"plugin file '{spec}' not found")
+                raise PluginError(f"plugin file '{spec}' not found (paths in a recipe are relative to the recipe)")
             name = "gluon_yolo3_plugin_" + path.stem + "_" + hashlib.sha1(
                 str(path.resolve()).encode()).hexdigest()[:8]
             module_spec = importlib.util.spec_from_file_location(name, path)

@@ -16,6 +16,7 @@ Every key must exist in `DEFAULTS` (the schema and the defaults in one), except 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping
 
@@ -84,6 +85,24 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats: `5e-4` and `1e-3` are numbers, not strings (PyYAML reads 1.1)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be loaded or that holds a bad key or value; the message names the key."""
 
@@ -95,11 +114,12 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, An
     """
     path = Path(path).resolve()
     raw = _load_with_bases(path, chain=())
-    for item in overrides:
-        apply_override(raw, item)
     validate(raw, where=str(path))
+    strip_replace_markers(raw)          # `_replace_` acts against bases, never against the defaults
     recipe = merge(copy.deepcopy(DEFAULTS), raw)
-    strip_replace_markers(recipe)
+    for item in overrides:              # after the defaults, so that `loss.terms.0.weight=2` finds the list
+        apply_override(recipe, item)
+    validate(recipe, where="--set")
     if not recipe.get("name"):
         recipe["name"] = path.stem
     recipe["_file_"] = str(path)
@@ -118,7 +138,7 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     except OSError as err:
         raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML: {err}") from None
     if data is None:
@@ -150,14 +170,9 @@ def _resolve_plugin_paths(data: Dict[str, Any], folder: Path):
     plugins = data.get("plugins")
     if not isinstance(plugins, list):
         return
-    out = []
-    for item in plugins:
-        if isinstance(item, str) and (item.endswith(".py") or "/" in item):
-            candidate = (folder / item).resolve()
-            out.append(str(candidate) if candidate.exists() else item)
-        else:
-            out.append(item)
-    data["plugins"] = out
+    data["plugins"] = [str((folder / item).resolve())
+                       if isinstance(item, str) and (item.endswith(".py") or "/" in item) else item
+                       for item in plugins]
 
 
 def merge(base: Any, update: Any) -> Any:
@@ -193,7 +208,7 @@ def apply_override(recipe: Dict[str, Any], item: str):
     key, text = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"override '{item}': value is not valid YAML: {err}") from None
     parts = key.split(".")
@@ -223,10 +238,14 @@ def _check_path(parts: List[str], where: str):
     """Check that a dotted key path exists in the schema (component configs and lists stay open)."""
     schema: Any = DEFAULTS
     for depth, part in enumerate(parts):
-        if not isinstance(schema, dict) or "type" in schema:
+        if isinstance(schema, list) or (isinstance(schema, dict) and "type" in schema):
             return
+        if not isinstance(schema, dict):
+            raise RecipeError(f"{where}: '{'.'.join(parts[:depth])}' is a value, not a section")
         if part not in schema:
             _unknown(".".join(parts[:depth + 1]), part, schema, where)
+        if schema[part] is None:
+            return
         schema = schema[part]
 
 

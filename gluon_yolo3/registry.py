@@ -66,6 +66,11 @@ class Registry:
             raise RegistryError(f"{self.name}: a component config needs a 'type' key, got {cfg!r}")
         kwargs = {k: v for k, v in cfg.items() if k != "type"}
         obj = self.get(cfg["type"])
+        clash = sorted(set(kwargs) & set(extra))
+        if clash:
+            raise RegistryError(
+                f"{self.name}: '{cfg['type']}' gets {', '.join(repr(c) for c in clash)} from elsewhere in the "
+                f"recipe; remove {'it' if len(clash) == 1 else 'them'} from this component's config")
         _check_kwargs(self.name, cfg["type"], obj, {**kwargs, **extra})
         return obj(**kwargs, **extra)
 
@@ -76,7 +81,7 @@ class Registry:
         """name -> first line of the entry's docstring."""
         out = {}
         for key in self.names():
-            doc = inspect.getdoc(self._entries[key]) or ""
+            doc = inspect.cleandoc(self._entries[key].__doc__ or "")   # its own, not a base class's
             out[key] = doc.strip().splitlines()[0] if doc.strip() else ""
         return out
 
@@ -94,14 +99,9 @@ def _where(obj) -> str:
 
 def _check_kwargs(registry: str, type_name: str, obj: Callable, kwargs: Mapping[str, Any]):
     """Name an unknown argument with the closest accepted one, before the constructor sees it."""
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
+    accepted = _accepted_arguments(obj)
+    if accepted is None:
         return
-    params = sig.parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for key in kwargs:
         if key not in accepted:
             hint = closest(key, accepted)
@@ -109,6 +109,22 @@ def _check_kwargs(registry: str, type_name: str, obj: Callable, kwargs: Mapping[
                 f"{registry}: '{type_name}' takes no argument '{key}'"
                 + (f" (did you mean '{hint}'?)" if hint else "")
                 + f"; it accepts: {', '.join(accepted) or '(nothing)'}")
+
+
+def _accepted_arguments(obj: Callable):
+    """Keyword arguments `obj` accepts, following `**kwargs` up a class's bases; None if open-ended."""
+    functions = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
+    accepted = []
+    for function in functions:
+        try:
+            params = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            return None
+        accepted += [n for n, p in params.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self" and n not in accepted]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return accepted
+    return None
 
 
 BACKBONES = Registry("BACKBONES")

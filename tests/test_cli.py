@@ -238,10 +238,6 @@ def test_malformed_device_exits_2(tmp_path):
     assert "bad device 'tpu:0'" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a misspelled argument of a component whose constructor takes **kwargs (model.nms class_aware, "
-    "loss terms) is not checked by registry._check_kwargs; MXNet raises TypeError, which cli.py's "
-    "KNOWN_ERRORS does not catch: the user gets a traceback and exit code 1 instead of exit 2"))
 def test_misspelled_component_argument_exits_2(tmp_path):
     result = invoke("train", RECIPE, "--workdir", tmp_path / "w", "--no-progress",
                     *sets(TINY + ["model.nms.iou_tresh=0.3"]))

@@ -518,10 +518,6 @@ print(json.dumps(test_losses.objectness_gradient(hybridize=False).tolist()))
 """
 
 
-@pytest.mark.xfail(reason="BUG: imperative (non-hybridized) YOLOLoss backward crashes the process with a "
-                          "segmentation fault: the ignore mask's IoU is recorded by autograd "
-                          "(composer.py: pairwise_iou on the decoded boxes, then `<=`); "
-                          "stop the gradient on the boxes before the IoU", strict=True)
 def test_gradient_imperative():
     # run in a child process: the failure mode is a segfault, which would take pytest down with it
     import json

@@ -168,10 +168,6 @@ def test_plugin_file_is_imported_once(tmp_path, isolated):
     assert counter.read_text() == "x"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: plugins.py load_plugin caches by the spec string, so the same file named by a relative and "
-    "an absolute path (e.g. `components --plugin plugins/x.py` after a recipe named it) is executed "
-    "twice and its second registration fails with 'already registered'"))
 def test_same_plugin_file_under_two_spellings_loads_once(tmp_path, monkeypatch, isolated):
     name = "twice_" + tmp_path.name.replace("-", "_")[-20:]
     (tmp_path / "twice.py").write_text(CONST_TERM_PLUGIN.format(name=name))

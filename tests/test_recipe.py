@@ -100,10 +100,6 @@ def test_replace_marker_is_stripped_everywhere(tmp_path):
     assert recipe["loss"]["terms"] == [{"type": "xy_bce"}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: recipe.py load_recipe merges DEFAULTS with the raw recipe while `_replace_` markers are still "
-    "in it, so `_replace_` also throws away the schema defaults of that section (eval.iou_thresh, "
-    "eval.batch_size ... are missing and the trainer later fails with KeyError)"))
 def test_defaults_are_filled_in_after_replace(tmp_path):
     child = write(tmp_path / "r.yaml", "eval: {_replace_: true, metric: voc}\n")
     recipe = load_recipe(child)
@@ -214,10 +210,6 @@ def test_override_of_key_the_file_does_not_set_merges_with_defaults(tmp_path):
     assert recipe["model"]["nms"] == {**DEFAULTS["model"]["nms"], "topk": 7}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: recipe.py apply_override runs on the raw recipe before DEFAULTS are merged; when the recipe "
-    "does not itself define loss.terms, `--set loss.terms.0.weight=2` creates dicts on the way "
-    "(`node[part] = {}`), so loss.terms becomes {'0': {'weight': 2}} and the default list is lost"))
 def test_list_index_override_of_an_inherited_default_list():
     recipe = load_recipe(RECIPES / "demo_tiny.yaml", ["loss.terms.0.weight=2"])
     terms = recipe["loss"]["terms"]
@@ -226,10 +218,6 @@ def test_list_index_override_of_an_inherited_default_list():
     assert [t["type"] for t in terms] == [t["type"] for t in DEFAULTS["loss"]["terms"]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: recipe values are parsed with yaml.safe_load (YAML 1.1), which reads `1e-3` / `5e-4` as strings; "
-    "`--set train.optimizer.wd=5e-4` then crashes MXNet's optimizer with TypeError (recipe.py "
-    "apply_override / _read_yaml)"))
 def test_override_in_exponent_notation_is_a_float():
     recipe = load_recipe(RECIPES / "demo_tiny.yaml", ["train.lr=1e-3", "train.optimizer.wd=5e-4"])
     assert recipe["train"]["lr"] == pytest.approx(0.001)
@@ -389,10 +377,6 @@ def test_resolved_yaml_round_trips(tmp_path, overrides):
     assert resolved_yaml(again) == text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `_replace_` is applied against DEFAULTS too (recipe.py load_recipe merges before stripping the "
-    "markers), so the resolved recipe lacks default keys; resolved_yaml drops the marker, and reloading "
-    "the run folder's recipe.yaml fills those defaults back in: it no longer equals the run's recipe"))
 def test_resolved_yaml_round_trips_with_replace(tmp_path):
     path = write(tmp_path / "r.yaml", "_base_: " + str(RECIPES / "demo_tiny.yaml") + "\n"
                  "model:\n  nms: {_replace_: true, type: class_aware, iou_thresh: 0.5}\n")

@@ -156,10 +156,6 @@ def test_describe_gives_first_docstring_lines(reg):
                               "plain": ""}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Registry.describe() uses inspect.getdoc, which inherits a docstring from the base class, so a "
-    "component class without its own docstring is described with its base's first line (for a plugin "
-    "loss term: LossTerm's 'Base class: subclasses implement ...'); registry.py describe()"))
 def test_describe_does_not_borrow_the_base_class_docstring():
     reg = Registry("R")
 
@@ -198,20 +194,12 @@ def test_builtin_component_with_unknown_argument_is_named():
         ALL["BACKBONES"].build({"type": "darknet_tiny", "widht": 0.5})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: registry.py _check_kwargs returns early for any constructor with **kwargs, so a misspelled "
-    "argument of objectness_bce (and class_aware NMS, any plugin LossTerm) reaches "
-    "HybridBlock.__init__ and surfaces as a raw TypeError instead of a RegistryError with a hint"))
 def test_misspelled_argument_of_var_keyword_builtin_is_named():
     components.register_builtins()
     with pytest.raises(RegistryError, match=r"noobj_weigth.*did you mean 'noobj_weight'"):
         LOSSES.build({"type": "objectness_bce", "noobj_weigth": 0.5})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Registry.build calls obj(**kwargs, **extra); a config key that is also passed as an extra "
-    "(e.g. train.optimizer: {type: sgd, lr: 0.1}, built with lr=...) raises a raw TypeError 'got multiple "
-    "values for keyword argument' instead of letting the extra win or raising a RegistryError naming it"))
 def test_config_key_clashing_with_an_extra_is_handled(reg):
     try:
         gadget = reg.build({"type": "gadget", "owner": "recipe"}, owner="caller")

@@ -37,10 +37,11 @@ class YOLOLoss(gluon.HybridBlock):
     def hybrid_forward(self, F, target, gt_boxes, *raw):
         pred = flatten_raw(F, raw)                                    # (B, T, 5 + C)
         boxes = self.decoder(*raw)                                    # (B, T, 4)
-        best_iou = F.max(pairwise_iou(F, boxes, gt_boxes), axis=-1, keepdims=True)   # (B, T, 1)
+        # the ignore mask is a constant of the loss: no gradient flows into it (MXNet 1.9 also crashes
+        # on the imperative backward through this comparison otherwise)
+        best_iou = F.max(pairwise_iou(F, F.stop_gradient(boxes), gt_boxes), axis=-1, keepdims=True)
         obj = F.slice_axis(target, axis=-1, begin=0, end=1)
-        noobj = (1 - obj) * (best_iou <= self.ignore_iou)
-        noobj = F.stop_gradient(noobj)
+        noobj = F.stop_gradient((1 - obj) * (best_iou <= self.ignore_iou))           # (B, T, 1)
         losses = [w * term(pred, target, boxes, noobj) for w, term in zip(self.weights, self.terms)]
         return F.stack(*losses, axis=1)
 
@@ -51,9 +52,15 @@ def pairwise_iou(F, a, b):
     b = F.expand_dims(b, axis=1)                                      # (B, 1, M, 4)
     a1, a2 = F.slice_axis(a, axis=-1, begin=0, end=2), F.slice_axis(a, axis=-1, begin=2, end=4)
     b1, b2 = F.slice_axis(b, axis=-1, begin=0, end=2), F.slice_axis(b, axis=-1, begin=2, end=4)
-    wh = F.relu(F.broadcast_minimum(a2, b2) - F.broadcast_maximum(a1, b1))
-    inter = F.prod(wh, axis=-1)
-    area_a = F.prod(F.relu(a2 - a1), axis=-1)
-    area_b = F.prod(F.relu(b2 - b1), axis=-1)
+    inter = _area(F, F.relu(F.broadcast_minimum(a2, b2) - F.broadcast_maximum(a1, b1)))
+    area_a = _area(F, F.relu(a2 - a1))
+    area_b = _area(F, F.relu(b2 - b1))
     union = F.broadcast_sub(F.broadcast_add(area_a, area_b), inter)
     return inter / F.maximum(union, 1e-12)
+
+
+def _area(F, wh):
+    """`(..., 2)` width, height -> `(...)` w * h (a product whose gradient stays finite at zero sides)."""
+    w = F.slice_axis(wh, axis=-1, begin=0, end=1)
+    h = F.slice_axis(wh, axis=-1, begin=1, end=2)
+    return F.squeeze(w * h, axis=-1)
