@@ -103,6 +103,23 @@ def test_coco_equals_direct_pycocotools(tmp_path, seed):
     assert same(by_size["all"], stats[1])
 
 
+def test_iou_thresh_outside_cocos_ten(tmp_path):
+    """AP at IoU 0.3 by size: its own COCOeval run, equal to pycocotools with iouThrs = [0.3]."""
+    rng = np.random.default_rng(7)
+    metric = COCOMetric(CLASSES, iou_thresh=0.3)
+    for _ in range(20):
+        (pb, pi, ps), (gb, gi, gd) = random_image(rng)
+        metric.update(pb, pi, ps, gb, gi, gd)
+    ours = metric.compute()
+    metric.write_ground_truth_json(tmp_path / "gt.json")
+    metric.write_results_json(tmp_path / "res.json")
+    theirs = direct_cocoeval(tmp_path / "gt.json", tmp_path / "res.json", iou_thrs=[0.3])
+    for area, value in zip(("all", "small", "medium", "large"), (theirs[0], *theirs[3:6])):
+        assert same(ours["ap_iou_by_size"][area], value), area
+    assert ours["ap_iou_by_size"]["all"] >= ours["ap50"]  # a looser IoU finds at least as much
+    assert same(ours["map"], direct_cocoeval(tmp_path / "gt.json", tmp_path / "res.json")[0])
+
+
 def test_counts_and_registry():
     metric = METRICS.build({"type": "coco", "iou_thresh": 0.5}, class_names=list(CLASSES))
     assert isinstance(metric, COCOMetric)
@@ -120,8 +137,8 @@ def test_counts_and_registry():
     assert metric.results()[1] == {"image_id": 0, "category_id": 2, "bbox": [5.0, 5.0, 15.0, 15.0],
                                    "score": pytest.approx(0.8)}
     assert "Average Precision" in metric.summary_text
-    with pytest.raises(ValueError, match="IoU thresholds"):
-        COCOMetric(CLASSES, iou_thresh=0.3)
+    with pytest.raises(ValueError, match="iou_thresh"):
+        COCOMetric(CLASSES, iou_thresh=1.5)
     with pytest.raises(ValueError, match="only 4 classes"):
         metric.update([[0, 0, 1, 1]], [7], [0.5], np.zeros((0, 4)), [])
 

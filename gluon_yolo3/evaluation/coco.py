@@ -78,17 +78,17 @@ class COCOMetric:
     """COCO bbox AP and AR by pycocotools' COCOeval, accumulated one image at a time.
 
     `update(...)` per image, then `compute()`. See the module docstring for box, id and difficult rules.
-    `iou_thresh` (one of COCO's thresholds 0.5, 0.55, ..., 0.95) chooses the IoU of the extra single-
-    threshold numbers `ap_iou_by_size` and `per_class_ap_iou`; `map` is always AP@[.5:.95].
+    `iou_thresh` chooses the IoU of the extra single-threshold numbers `ap_iou_by_size` and
+    `per_class_ap_iou` (another COCOeval run, with only that threshold, when it is not one of COCO's
+    0.50:0.05:0.95); `map` is always AP@[.5:.95].
     """
 
     def __init__(self, class_names: Sequence[str], iou_thresh: float = 0.5):
         self.class_names = tuple(class_names)
+        if not 0.0 < float(iou_thresh) < 1.0:
+            raise ValueError(f"coco metric: iou_thresh must be in (0, 1), got {iou_thresh}")
         close = np.isclose(COCO_IOU_THRESHOLDS, float(iou_thresh))
-        if not close.any():
-            raise ValueError(f"coco metric: iou_thresh {iou_thresh} is not one of COCO's IoU thresholds "
-                             f"{[round(t, 2) for t in COCO_IOU_THRESHOLDS.tolist()]}")
-        self.iou_thresh = float(COCO_IOU_THRESHOLDS[close.argmax()])
+        self.iou_thresh = float(COCO_IOU_THRESHOLDS[close.argmax()]) if close.any() else float(iou_thresh)
         self.summary_text = ""
         self.reset()
 
@@ -103,7 +103,7 @@ class COCOMetric:
         self._dets: List[Dict[str, Any]] = []
         self._num_gt = np.zeros(self.num_classes, dtype=np.int64)
         self._num_det = np.zeros(self.num_classes, dtype=np.int64)
-        self._eval = None
+        self._evals: Dict[Any, Any] = {}
 
     def update(self, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult=None):
         """Add one image. preds `(K, 4)`, `(K,)`, `(K,)` (ids < 0 are padding); gts `(M, 4)`, `(M,)`,
@@ -126,7 +126,7 @@ class COCOMetric:
             self._dets.append({"image_id": image_id, "category_id": c + 1, "bbox": box, "score": score})
         self._num_gt += np.bincount(gt_ids[~gt_difficult], minlength=self.num_classes)
         self._num_det += np.bincount(pred_ids, minlength=self.num_classes)
-        self._eval = None
+        self._evals: Dict[Any, Any] = {}
 
     # ---- COCO data ------------------------------------------------------------------------------
     def ground_truth(self) -> Dict[str, Any]:
@@ -148,15 +148,16 @@ class COCOMetric:
         return write_json(self.results(), path)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def evaluate(self):
-        """Run COCOeval (evaluate, accumulate, summarize) quietly; returns the COCOeval object.
+    def evaluate(self, iou_thresholds: Optional[Sequence[float]] = None):
+        """Run COCOeval (evaluate, accumulate, summarize) quietly; returns the COCOeval object (cached).
 
-        Its printed summary is kept in `self.summary_text`."""
+        `iou_thresholds`: None for COCO's ten, whose printed summary is kept in `self.summary_text`."""
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
-        if self._eval is not None:
-            return self._eval
+        key = None if iou_thresholds is None else tuple(float(t) for t in iou_thresholds)
+        if key in self._evals:
+            return self._evals[key]
         gt = COCO()
         gt.dataset = self.ground_truth()
         _quiet(gt.createIndex)
@@ -168,25 +169,29 @@ class COCOMetric:
                           "categories": coco_categories(self.class_names)}
             _quiet(dt.createIndex)
         evaluator = COCOeval(gt, dt, iouType="bbox")
+        if key is not None:
+            evaluator.params.iouThrs = np.array(key, dtype=np.float64)
         _quiet(evaluator.evaluate)
         _quiet(evaluator.accumulate)
-        _, self.summary_text = _quiet(evaluator.summarize)
-        self._eval = evaluator
+        _, summary = _quiet(evaluator.summarize)
+        if key is None:
+            self.summary_text = summary
+        self._evals[key] = evaluator
         return evaluator
 
     def ap(self, iou_thresh: Optional[float] = None, area: str = "all", class_index: Optional[int] = None,
            max_dets: int = 100) -> float:
         """AP from COCOeval's precision table, as `summarize` computes it: at one IoU (None: the mean over
-        0.50:0.95), one area range ("all", "small", "medium", "large"), one class (None: mean over
-        classes); NaN where pycocotools has nothing to average (-1)."""
+        0.50:0.95; a threshold outside COCO's ten gets its own COCOeval run), one area range ("all",
+        "small", "medium", "large"), one class (None: mean over classes); NaN where pycocotools has
+        nothing to average (-1)."""
         evaluator = self.evaluate()
+        if iou_thresh is not None and not np.isclose(evaluator.params.iouThrs, iou_thresh).any():
+            evaluator = self.evaluate([iou_thresh])
         p = evaluator.params
         precision = evaluator.eval["precision"]  # (T, R, K, A, M)
         if iou_thresh is not None:
-            t = np.flatnonzero(np.isclose(p.iouThrs, iou_thresh))
-            if not t.size:
-                raise ValueError(f"iou_thresh {iou_thresh} is not one of {p.iouThrs.tolist()}")
-            precision = precision[t]
+            precision = precision[np.flatnonzero(np.isclose(p.iouThrs, iou_thresh))]
         s = precision[:, :, :, p.areaRngLbl.index(area), p.maxDets.index(max_dets)]
         if class_index is not None:
             s = s[:, :, class_index]
