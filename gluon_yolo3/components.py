@@ -15,6 +15,7 @@ BUILTIN_MODULES = (
     "gluon_yolo3.data.transforms",
     "gluon_yolo3.engine.schedules",
     "gluon_yolo3.evaluation.voc",
+    "gluon_yolo3.evaluation.coco",
 )
 
 

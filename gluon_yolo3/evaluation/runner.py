@@ -68,15 +68,39 @@ def evaluate(net, dataset, recipe: Mapping[str, Any], contexts: Sequence[mx.Cont
     return scores, results
 
 
+def _num(value, width: int = 7) -> str:
+    """A metric value for a table: 4 decimals, "n/a" for None or NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return f"{'n/a':>{width}}"
+    return f"{value:{width}.4f}"
+
+
 def format_table(result: Mapping[str, Any]) -> str:
-    """A per-class table: AP, ground-truth count, detections; then the mean."""
+    """A per-class table: AP, ground-truth count, detections; then the mean.
+
+    With COCO results (`per_class_ap50`, `ap50`, ...) the table also has an AP50 column and ends with
+    AP50/AP75, AP by object size and AR lines."""
     names = list(result["per_class"])
-    width = max([len(n) for n in names] + [8])
-    lines = [f"{'class':<{width}}  {'AP':>7}  {'gt':>6}  {'dets':>6}"]
+    mean_label = f"mAP ({result['metric']})"
+    width = max([len(n) for n in names] + [8, len(mean_label)])
+    ap50 = result.get("per_class_ap50")
+    ap_head = "AP" if ap50 is None else "AP@[.5:.95]"
+    col = max(7, len(ap_head))
+    lines = [f"{'class':<{width}}  {ap_head:>{col}}" + ("" if ap50 is None else f"  {'AP50':>7}")
+             + f"  {'gt':>6}  {'dets':>6}"]
     for name in names:
-        ap = result["per_class"][name]
-        ap_text = "    n/a" if ap is None or (isinstance(ap, float) and np.isnan(ap)) else f"{ap:7.4f}"
-        lines.append(f"{name:<{width}}  {ap_text}  {result.get('num_gt', {}).get(name, 0):>6}  "
-                     f"{result.get('num_det', {}).get(name, 0):>6}")
-    lines.append(f"{'mAP (' + result['metric'] + ')':<{width}}  {result['map']:7.4f}")
+        row = f"{name:<{width}}  {_num(result['per_class'][name], col)}"
+        if ap50 is not None:
+            row += f"  {_num(ap50.get(name))}"
+        lines.append(row + f"  {result.get('num_gt', {}).get(name, 0):>6}  "
+                           f"{result.get('num_det', {}).get(name, 0):>6}")
+    lines.append(f"{mean_label:<{width}}  {_num(result['map'], col)}"
+                 + ("" if ap50 is None else f"  {_num(result.get('ap50'))}"))
+    if "ap50" in result:
+        lines.append(f"AP50 {_num(result['ap50']).strip()}   AP75 {_num(result.get('ap75')).strip()}")
+        lines.append("AP by size: " + "   ".join(
+            f"{size} {_num(result.get('ap_' + size)).strip()}" for size in ("small", "medium", "large")))
+        lines.append("AR: " + "   ".join(
+            f"{key.upper()} {_num(result.get(key)).strip()}" for key in ("ar1", "ar10", "ar100")
+            if key in result))
     return "\n".join(lines)
