@@ -53,18 +53,24 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           weights: Path = typer.Option(..., help="A .params file or a run folder (its best checkpoint)."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
-          metric: Optional[str] = typer.Option(None, help="Metric (default: the recipe's eval.metric): voc07, voc."),
+          metric: Optional[str] = typer.Option(None, help="Metric (default: the recipe's eval.metric): "
+                                                          "voc07, voc, coco."),
           split: str = typer.Option("val", help="Which dataset of the recipe's data section: val or train."),
           devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metric result as JSON here."),
+          report: Optional[Path] = typer.Option(
+              None, help="Folder for the report: PR curves, confusion matrix, AP by size, detections in COCO "
+                         "format (default: eval/ in the run folder, or eval_<weights stem>/ next to a "
+                         ".params file; a split other than val adds _<split>)."),
           progress: bool = typer.Option(True, help="Show progress bars.")):
-    """Evaluate weights on the recipe's validation data; print a per-class AP table."""
+    """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report."""
     from . import api
+    from .evaluation.reports import default_report_folder, write_report
     from .evaluation.runner import format_table
     try:
         cfg = _load(recipe, set_)
-        result, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
-                                 progress=progress)
+        result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
+                                          progress=progress)
     except KNOWN_ERRORS as err:
         _fail(err)
     typer.echo(format_table(result))
@@ -72,6 +78,13 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(_jsonable(result), indent=1))
         typer.echo(f"wrote {json_out}")
+    folder = report or default_report_folder(weights, split)
+    try:
+        write_report(detections, list(result["per_class"]), folder, result,
+                     iou_thresh=cfg["eval"]["iou_thresh"], score_thresh=cfg["predict"]["score_thresh"])
+    except KNOWN_ERRORS + (OSError,) as err:
+        _fail(err)
+    typer.echo(f"report: {folder}/")
 
 
 @app.command()

@@ -168,3 +168,30 @@ def test_write_report(tmp_path):
         ev.summarize()
     assert len(dt.getAnnIds()) == len(detections)
     assert by_size["ap"]["all"] == pytest.approx(ev.stats[0], abs=1e-12)
+
+
+def test_default_report_folder(tmp_path):
+    from gluon_yolo3.evaluation.reports import default_report_folder
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    params = run / "checkpoints" / "best.params"
+    params.write_bytes(b"")
+    assert default_report_folder(run) == run / "eval"
+    assert default_report_folder(run, "train") == run / "eval_train"
+    assert default_report_folder(params) == run / "checkpoints" / "eval_best"
+
+
+def test_format_table_shows_coco_numbers():
+    from gluon_yolo3.evaluation.reports import coco_metric
+    from gluon_yolo3.evaluation.runner import format_table
+    result = coco_metric(random_results(3), NAMES + ["boat"]).compute()
+    text = format_table(result)
+    assert "AP50" in text and "AP75" in text and "AR100" in text
+    assert "small" in text and "medium" in text and "large" in text
+    assert text.splitlines()[-4].startswith("mAP (coco)")
+    boat = next(line for line in text.splitlines() if line.startswith("boat"))
+    assert boat.split()[1:3] == ["n/a", "n/a"]
+    voc_text = format_table({"metric": "voc07", "map": 0.25, "per_class": {"cat": 0.25, "dog": float("nan")},
+                             "num_gt": {"cat": 3, "dog": 0}, "num_det": {"cat": 5, "dog": 0}})
+    assert voc_text.splitlines()[0].split() == ["class", "AP", "gt", "dets"]
+    assert voc_text.splitlines()[-1].split() == ["mAP", "(voc07)", "0.2500"]

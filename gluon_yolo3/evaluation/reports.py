@@ -249,6 +249,16 @@ def jsonable(value):
     return value
 
 
+def default_report_folder(weights, split: str = "val") -> Path:
+    """Where `gluon-yolo3 eval` writes its report: `eval/` inside a run folder, `eval_<stem>/` next to a
+    `.params` file; a split other than "val" adds `_<split>` (e.g. `eval_train/`)."""
+    suffix = "" if split == "val" else f"_{split}"
+    weights = Path(weights)
+    if weights.is_dir():
+        return weights / f"eval{suffix}"
+    return weights.parent / f"eval_{weights.stem}{suffix}"
+
+
 def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequence[str], folder,
                  metric_result: Optional[Mapping[str, Any]] = None, iou_thresh: float = 0.5,
                  score_thresh: float = 0.3) -> Dict[str, Path]:
