@@ -24,7 +24,8 @@ def image(boxes, ids, scores, gt):
             "scores": np.asarray(scores, np.float32), "gt": np.asarray(gt, np.float32).reshape(-1, 6)}
 
 
-A, B, C, D, FAR = [10, 10, 60, 60], [100, 100, 180, 160], [200, 20, 260, 80], [300, 300, 340, 340], [0, 200, 40, 240]
+A, B, C, D = [10, 10, 60, 60], [100, 100, 180, 160], [200, 20, 260, 80], [300, 300, 340, 340]
+FAR = [0, 200, 40, 240]
 
 
 def hand_results():
@@ -85,7 +86,8 @@ def random_results(seed, n_images=20, num_classes=3, size=400.0):
                              (rng.uniform(size=(m, 1)) < 0.1)], axis=1)
         src = rng.integers(0, m, rng.integers(0, 2 * m + 1)) if m else np.zeros(0, int)
         near = gt[src, :4] + rng.normal(0, 0.06, (len(src), 4)) * np.tile(wh[src], 2)
-        near_ids = np.where(rng.uniform(size=len(src)) < 0.8, gt[src, 4], rng.integers(0, num_classes, len(src)))
+        wrong = rng.integers(0, num_classes, len(src))
+        near_ids = np.where(rng.uniform(size=len(src)) < 0.8, gt[src, 4], wrong)
         r = rng.integers(0, 3)
         xy = rng.uniform(0, size * 0.6, (r, 2))
         far = np.concatenate([xy, xy + rng.uniform(10, 120, (r, 2))], axis=1)

@@ -215,7 +215,8 @@ def _ap_by_size(metric: COCOMetric) -> Dict[str, Any]:
     areas = ("all",) + SIZES
     return {
         "iou_thresh": t,
-        "area_ranges_px2": {lbl: [float(lo), float(hi)] for lbl, (lo, hi) in zip(params.areaRngLbl, params.areaRng)},
+        "area_ranges_px2": {lbl: [float(lo), float(hi)]
+                            for lbl, (lo, hi) in zip(params.areaRngLbl, params.areaRng)},
         "note": "AP at iou_thresh by ground-truth box area (pycocotools COCOeval, max 100 detections per "
                 "image); small < 32^2 <= medium < 96^2 <= large pixels; null: no ground truth of that size",
         "ap": {a: metric.ap(t, area=a) for a in areas},
