@@ -147,9 +147,9 @@ def test_write_report(tmp_path):
     results = random_results(2)
     metric_result = {"metric": "voc", "map": 0.5, "per_class": {"cat": 0.5, "dog": float("nan")}}
     paths = write_report(results, NAMES, tmp_path / "report", metric_result)
-    assert set(paths) == {"pr_curves", "confusion_matrix", "ap_by_size", "detections", "ground_truth",
-                          "metrics"}
-    for key in ("pr_curves", "confusion_matrix"):
+    assert set(paths) == {"pr_curves", "confusion_matrix", "ap_by_size", "ap_by_size_png", "detections",
+                          "ground_truth", "metrics"}
+    for key in ("pr_curves", "confusion_matrix", "ap_by_size_png"):
         _check_png(paths[key])
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["per_class"]["dog"] is None and metrics["map"] == 0.5

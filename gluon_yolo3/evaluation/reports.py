@@ -234,6 +234,41 @@ def ap_by_size(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequenc
     return _ap_by_size(coco_metric(results, class_names, iou_thresh))
 
 
+def ap_by_size_png(by_size: Mapping[str, Any], path) -> Path:
+    """Grouped bars of `ap_by_size(...)`: AP per size (small, medium, large, all), for every class and
+    overall, with the ground-truth count of each size in the axis labels; "n/a" where none. Returns path."""
+    sizes = ("small", "medium", "large", "all")
+    groups = list(by_size["per_class"]) + ["all classes"]
+    values = [[by_size["per_class"][g].get(a) for a in sizes] for g in groups[:-1]]
+    values.append([by_size["ap"].get(a) for a in sizes])
+    counts = by_size.get("num_gt", {})
+    fig = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(sizes)
+    for k, size in enumerate(sizes):
+        xs = np.arange(len(groups)) + (k - (len(sizes) - 1) / 2) * width
+        heights = [0.0 if v is None or not math.isfinite(v) else float(v) for v in (row[k] for row in values)]
+        label = f"{size} ({counts.get(size, '?')} gt)" if isinstance(counts, Mapping) else size
+        bars = ax.bar(xs, heights, width, label=label)
+        for x, row in zip(xs, values):
+            v = row[k]
+            ax.text(x, (0 if v is None or not math.isfinite(v) else v) + 0.01,
+                    "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}",
+                    ha="center", va="bottom", fontsize=7, rotation=90)
+        del bars
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel(f"AP at IoU {by_size['iou_thresh']:g}")
+    ax.set_title("AP by object size (COCO areas: small < 32², medium < 96² ≤ large, pixels)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return Path(path)
+
+
 # ---- the whole report -----------------------------------------------------------------------------
 def jsonable(value):
     """`value` with numpy scalars and arrays as Python values and NaN as None (JSON null)."""
@@ -264,14 +299,15 @@ def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Seque
                  metric_result: Optional[Mapping[str, Any]] = None, iou_thresh: float = 0.5,
                  score_thresh: float = 0.3) -> Dict[str, Path]:
     """Write into `folder` (created): `pr_curves.png`, `confusion_matrix.png` (detections scoring >=
-    score_thresh), `ap_by_size.json`, `detections_coco.json` (COCO results format), `ground_truth_coco.json`
+    score_thresh), `ap_by_size.json` and `.png`, `detections_coco.json` (COCO results format), `ground_truth_coco.json`
     (the matching COCO ground truth: image id = position in `results`, category id = class index + 1) and
     `metrics.json` (`metric_result`, NaN as null). Returns {name: path}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     class_names = list(class_names)
     paths = {"pr_curves": folder / "pr_curves.png", "confusion_matrix": folder / "confusion_matrix.png",
-             "ap_by_size": folder / "ap_by_size.json", "detections": folder / "detections_coco.json",
+             "ap_by_size": folder / "ap_by_size.json", "ap_by_size_png": folder / "ap_by_size.png",
+             "detections": folder / "detections_coco.json",
              "ground_truth": folder / "ground_truth_coco.json", "metrics": folder / "metrics.json"}
     pr_curves_png(results, class_names, paths["pr_curves"], iou_thresh=iou_thresh)
     matrix = confusion_matrix(results, len(class_names), iou_thresh=iou_thresh, score_thresh=score_thresh)
@@ -281,6 +317,7 @@ def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Seque
     coco = coco_metric(results, class_names, iou_thresh)
     by_size = _ap_by_size(coco)
     paths["ap_by_size"].write_text(json.dumps(jsonable(by_size), indent=1))
+    ap_by_size_png(by_size, paths["ap_by_size_png"])
     coco.write_results_json(paths["detections"])
     coco.write_ground_truth_json(paths["ground_truth"])
     metrics = dict(metric_result or {})
