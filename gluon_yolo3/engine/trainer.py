@@ -2,7 +2,7 @@
 
 The run folder receives: `recipe.yaml` (resolved, reproduces the run), `metrics.jsonl` (train and val
 lines), `checkpoints/` (see checkpoint.py), `training.png` (loss terms, LR, validation metric; refreshed
-at every validation), and `predictions/` (a few validation images with their detections drawn).
+every epoch), and `predictions/` (a few validation images with their detections drawn).
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ class Trainer:
                     self.checkpoints.save_best(self.net)
             if epoch % int(self.train_cfg["checkpoint_every"]) == 0 or epoch == epochs:
                 self.checkpoints.save(self.net, self.trainer, epoch, step, {"best": best})
-        self.plot()
+            self.plot()                       # training.png follows the run epoch by epoch
         summary = {"run_dir": str(self.run_dir), "epochs": epochs, "steps": step,
                    "train_seconds": round(time.time() - started, 1), "best_map": best,
                    "final": last_val}
@@ -260,7 +260,6 @@ class Trainer:
                             "map": float(result["map"]),
                             "per_class": {k: (None if v is None or np.isnan(v) else float(v))
                                           for k, v in result["per_class"].items()}})
-        self.plot()
         return result
 
     def write_metrics(self, line: Dict[str, Any]):
