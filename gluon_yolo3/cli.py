@@ -65,7 +65,7 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
           progress: bool = typer.Option(True, help="Show progress bars.")):
     """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report."""
     from . import api
-    from .evaluation.reports import default_report_folder, write_report
+    from .evaluation.reports import default_report_folder, jsonable, write_report
     from .evaluation.runner import format_table
     try:
         cfg = _load(recipe, set_)
@@ -76,7 +76,7 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     typer.echo(format_table(result))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(_jsonable(result), indent=1))
+        json_out.write_text(json.dumps(jsonable(result), indent=1))
         typer.echo(f"wrote {json_out}")
     folder = report or default_report_folder(weights, split)
     try:
@@ -142,17 +142,18 @@ def components(plugin: Optional[List[str]] = typer.Option(None, help="Also load 
             typer.echo(f"  {entry:<20} {doc}")
 
 
-def _jsonable(value):
-    import math
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        return _jsonable(value.item())
-    return value
+def _register_commands():
+    """Import every module of `gluon_yolo3.commands`: each adds its verbs to `app`."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+    for info in pkgutil.iter_modules(commands.__path__, prefix=commands.__name__ + "."):
+        importlib.import_module(info.name)
+
+
+fail = _fail
+_register_commands()
 
 
 def main():
