@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..registry import METRICS
-from .voc import _valid
+from .voc import image_inputs
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 SIZES = ("small", "medium", "large")
@@ -108,14 +108,8 @@ class COCOMetric:
     def update(self, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult=None):
         """Add one image. preds `(K, 4)`, `(K,)`, `(K,)` (ids < 0 are padding); gts `(M, 4)`, `(M,)`,
         `(M,)` (ids < 0 are padding; difficult 0/1, default all 0). Boxes x1y1x2y2 pixels."""
-        pred_boxes, pred_ids, pred_scores = _valid(pred_boxes, pred_ids, pred_scores)
-        gt_difficult = np.zeros(len(np.ravel(gt_ids))) if gt_difficult is None else gt_difficult
-        gt_boxes, gt_ids, gt_difficult = _valid(gt_boxes, gt_ids, gt_difficult)
-        gt_difficult = gt_difficult.astype(bool)
-        for ids, what in ((pred_ids, "pred_ids"), (gt_ids, "gt_ids")):
-            if ids.size and ids.max() >= self.num_classes:
-                raise ValueError(f"{what} holds class {ids.max()} but there are only "
-                                 f"{self.num_classes} classes {self.class_names}")
+        pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult = image_inputs(
+            self.class_names, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult)
         image_id = len(self._images)
         self._images.append({"id": image_id})
         for box, c, difficult in zip(xyxy_to_xywh(gt_boxes).tolist(), gt_ids.tolist(), gt_difficult.tolist()):

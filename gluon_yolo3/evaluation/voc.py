@@ -116,12 +116,8 @@ class VOCMeanAP:
     def update(self, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult=None):
         """Add one image. preds `(K, 4)`, `(K,)`, `(K,)` (ids < 0 are padding); gts `(M, 4)`, `(M,)`,
         `(M,)` (ids < 0 are padding; difficult 0/1, default all 0). Boxes x1y1x2y2 pixels."""
-        pred_boxes, pred_ids, pred_scores = _valid(pred_boxes, pred_ids, pred_scores)
-        gt_difficult = np.zeros(len(np.ravel(gt_ids))) if gt_difficult is None else gt_difficult
-        gt_boxes, gt_ids, gt_difficult = _valid(gt_boxes, gt_ids, gt_difficult)
-        gt_difficult = gt_difficult.astype(bool)
-        self._check_ids(pred_ids, "pred_ids")
-        self._check_ids(gt_ids, "gt_ids")
+        pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult = image_inputs(
+            self.class_names, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult)
 
         self._num_pos += np.bincount(gt_ids[~gt_difficult], minlength=self.num_classes)
         self._num_det += np.bincount(pred_ids, minlength=self.num_classes)
@@ -132,11 +128,6 @@ class VOCMeanAP:
             counted = match >= 0
             self._scores[c].append(pred_scores[mine][counted])
             self._matches[c].append(match[counted])
-
-    def _check_ids(self, ids: np.ndarray, what: str):
-        if ids.size and ids.max() >= self.num_classes:
-            raise ValueError(f"{what} holds class {ids.max()} but there are only "
-                             f"{self.num_classes} classes {self.class_names}")
 
     def class_ap(self, c: int) -> float:
         """AP of class index `c` (NaN without non-difficult ground truth)."""
@@ -161,6 +152,20 @@ class VOCMeanAP:
             "num_gt": dict(zip(self.class_names, self._num_pos.tolist())),
             "num_det": dict(zip(self.class_names, self._num_det.tolist())),
         }
+
+
+def image_inputs(class_names: Sequence[str], pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids,
+                 gt_difficult=None):
+    """One image's metric inputs without padding and checked: boxes float64 `(K, 4)`/`(M, 4)`, ids int64,
+    scores, difficult bool (default all False). A class id outside `class_names` raises ValueError."""
+    pred_boxes, pred_ids, pred_scores = _valid(pred_boxes, pred_ids, pred_scores)
+    gt_difficult = np.zeros(len(np.ravel(gt_ids))) if gt_difficult is None else gt_difficult
+    gt_boxes, gt_ids, gt_difficult = _valid(gt_boxes, gt_ids, gt_difficult)
+    for ids, what in ((pred_ids, "pred_ids"), (gt_ids, "gt_ids")):
+        if ids.size and ids.max() >= len(class_names):
+            raise ValueError(f"{what} holds class {ids.max()} but there are only "
+                             f"{len(class_names)} classes {list(class_names)}")
+    return pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult.astype(bool)
 
 
 def _valid(boxes, ids, extra):
