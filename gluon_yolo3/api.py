@@ -114,14 +114,15 @@ class Predictor:
         return {"boxes": to_original(boxes[keep], geometry), "scores": scores[keep, 0], "ids": ids,
                 "names": [self.classes[i] for i in ids]}
 
-    def draw(self, image, path: Optional[Path] = None, gt: Optional[np.ndarray] = None):
-        """Predict one image and draw its detections (and ground truth `gt (M, >=4)`, if given)."""
+    def draw(self, image, path: Optional[Path] = None, gt: Optional[np.ndarray] = None, zoom: int = 1):
+        """Predict one image and draw its detections (and ground truth `gt (M, >=4)`, if given), enlarged
+        `zoom` times."""
         from .evaluation.plots import draw_detections
         image = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         det = self.predict_one(image)
         return draw_detections(image, det["boxes"], det["ids"], det["scores"], self.classes,
                                path=str(path) if path else None,
-                               gt_boxes=None if gt is None else np.asarray(gt)[:, :4])
+                               gt_boxes=None if gt is None else np.asarray(gt)[:, :4], zoom=zoom)
 
 
 def read_image(path: str | Path) -> np.ndarray:

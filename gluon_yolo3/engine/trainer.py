@@ -278,4 +278,5 @@ class Trainer:
         predictor = Predictor(self.recipe, net=self.net, classes=self.classes, contexts=self.contexts[:1])
         for i in range(min(count, len(self.val_set))):
             image, label = self.val_set[i]
-            predictor.draw(image, folder / f"{self.val_set.image_id(i)}.jpg", gt=label)
+            zoom = -(-320 // min(image.shape[:2]))   # previews at least 320 px: readable labels
+            predictor.draw(image, folder / f"{self.val_set.image_id(i)}.jpg", gt=label, zoom=zoom)

@@ -138,14 +138,19 @@ def _draw_label(image: np.ndarray, text: str, x: int, y: int, color: tuple):
 
 
 def draw_detections(image, boxes, ids, scores, class_names: Sequence[str] | None = None, path=None,
-                    gt_boxes=None) -> np.ndarray:
-    """Draw detections on a copy of `image` `(H, W, 3)` uint8 RGB and return it (written to `path` if given).
+                    gt_boxes=None, zoom: int = 1) -> np.ndarray:
+    """Draw detections on a copy of `image` `(H, W, 3)` uint8 RGB and return it (written to `path` if given;
+    `zoom` > 1 enlarges the image by that whole factor first).
 
     boxes `(K, 4)` x1y1x2y2 pixels, ids `(K,)` or `(K, 1)` (< 0: padding, skipped), scores likewise or
     None; one colour per class, label "name 0.87". gt_boxes `(M, 4)` (optional) in a thin light-gray line.
     """
     out = np.ascontiguousarray(_as_numpy(image), dtype=np.uint8).copy()
     boxes = _as_numpy(boxes).reshape(-1, 4)
+    if zoom > 1:   # enlarged (nearest) so that labels stay legible on small images; boxes follow
+        out = cv2.resize(out, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+        boxes = boxes * zoom
+        gt_boxes = None if gt_boxes is None else _as_numpy(gt_boxes).reshape(-1, 4) * zoom
     ids = _as_numpy(ids).reshape(-1)
     scores = None if scores is None else _as_numpy(scores).reshape(-1)
     if gt_boxes is not None:
