@@ -64,6 +64,9 @@ DEFAULTS: Dict[str, Any] = {
         "std": [0.229, 0.224, 0.225],
         "max_boxes": 100,            # ground-truth boxes kept per image for the ignore mask
         "num_workers": 1,
+        # multi-scale training: every `every` batches a new input size from min_size..max_size (multiples
+        # of 32), the same for every image (and so every device) of a batch; off while both are null
+        "multi_scale": {"min_size": None, "max_size": None, "every": 10},
     },
     "train": {
         "devices": ["cpu:0"],

@@ -1,7 +1,10 @@
 """From dataset items to network batches: augmentation, resize, normalisation, targets (in workers).
 
-Sample keys carry the epoch (`key = epoch * len(dataset) + index`), so that every augmentation draw is
-a pure function of (seed, epoch, index): identical in any worker process, and exact across a resume.
+Sample keys carry the epoch and the input size (`key = (epoch * num_sizes + size_index) * len(dataset) +
+index`; with one size, `epoch * len(dataset) + index`), so that every augmentation draw is a pure function of
+(seed, epoch, index): identical in any worker process, and exact across a resume. Multi-scale training
+gives every key of a batch the same size index (`MultiScaleBatchSampler`), so every device's slice of a
+batch has the same shape; `build_train_batches` wires samples, sampler and batches from a recipe.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 from mxnet import gluon
 
 from ..registry import ASSIGNERS, TRANSFORMS
-from .transforms import Compose
+from .transforms import Compose, SampleContext
 
 
 def build_resize(mode: str, size: int):
@@ -43,29 +46,49 @@ def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:
 
 
 class TrainSamples(gluon.data.Dataset):
-    """`samples[key] -> (x (3, S, S) float32, target (T, 10 + C), gt_boxes (max_boxes, 4))`."""
+    """`samples[key] -> (x (3, S, S) float32, target (T, 10 + C), gt_boxes (max_boxes, 4))`.
+
+    sizes: the input sizes a key's size index picks from (default `[size]`); epochs: the run's total epochs
+    (for transforms that switch off late, e.g. mixup's off_last_epochs). Multi-sample transforms (mosaic,
+    mixup) draw their other images from the dataset with the sample's own generator.
+    """
 
     def __init__(self, dataset, transforms: Sequence[Mapping], resize: str, size: int,
-                 mean, std, assigner, max_boxes: int, seed: int):
+                 mean, std, assigner, max_boxes: int, seed: int, sizes: Sequence[int] = None,
+                 epochs: int = None):
         self.dataset = dataset
         self.augment = Compose(transforms)
-        self.resize = build_resize(resize, size)
+        self.size = int(size)
+        self.sizes = tuple(int(s) for s in (sizes or [self.size]))
+        self.resizers = {s: build_resize(resize, s) for s in set(self.sizes)}
+        self.resize = self.resizers.get(self.size) or build_resize(resize, self.size)
         self.normalize = ImageNormalizer(mean, std)
         self.assigner = assigner
-        self.size = int(size)
         self.max_boxes = int(max_boxes)
         self.seed = int(seed)
+        self.epochs = None if epochs is None else int(epochs)
 
     def __len__(self):
         return len(self.dataset)
 
+    def decode(self, key):
+        """`key -> (epoch, size index, image index)`."""
+        rest, index = divmod(int(key), len(self.dataset))
+        epoch, size_index = divmod(rest, len(self.sizes))
+        return epoch, size_index, index
+
+    def _other(self, rng):
+        return self.dataset[int(rng.integers(len(self.dataset)))]
+
     def __getitem__(self, key):
-        epoch, index = divmod(int(key), len(self.dataset))
+        epoch, size_index, index = self.decode(key)
+        size = self.sizes[size_index]
         rng = np.random.default_rng([self.seed, epoch, index])
         image, label = self.dataset[index]
-        image, label = self.augment(image, label, rng)
-        image, label = self.resize(image, label, rng)
-        target = self.assigner(label[:, :4], label[:, 4], (self.size, self.size))
+        context = SampleContext(self._other, epoch=epoch, epochs=self.epochs, size=size)
+        image, label = self.augment(image, label, rng, context)
+        image, label = self.resizers[size](image, label, rng)
+        target = self.assigner(label[:, :4], label[:, 4], (size, size))
         return self.normalize(image), target, pad_boxes(label[:, :4], self.max_boxes)
 
 
@@ -139,6 +162,77 @@ class EpochSampler(gluon.data.Sampler):
 
     def __len__(self):
         return self.length // self.num_shards
+
+
+class MultiScaleBatchSampler(gluon.data.Sampler):
+    """Batches of an `EpochSampler`'s keys, every batch at one input size, a new size every `every` batches.
+
+    The size index of batch b is drawn uniformly from `num_sizes` by a generator seeded with
+    (seed, epoch, b // every): the same in every process and across a resume. Keys are re-encoded as
+    `(epoch * num_sizes + size_index) * n + index` (what `TrainSamples.decode` reads). The last incomplete
+    batch is dropped (`last_batch="discard"`) or kept (`"keep"`).
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, num_sizes: int, every: int = 10,
+                 seed: int = 0, last_batch: str = "discard"):
+        if batch_size < 1 or num_sizes < 1 or every < 1:
+            raise ValueError(f"multi-scale: need batch_size, num_sizes and every >= 1, got "
+                             f"{batch_size}, {num_sizes}, {every}")
+        if last_batch not in ("discard", "keep"):
+            raise ValueError(f"last_batch must be 'discard' or 'keep', got {last_batch!r}")
+        self.sampler, self.batch_size, self.num_sizes = sampler, int(batch_size), int(num_sizes)
+        self.every, self.seed, self.last_batch = int(every), int(seed), last_batch
+
+    def size_index(self, epoch: int, batch: int) -> int:
+        """The size index of batch number `batch` (0-based) of `epoch`."""
+        if self.num_sizes == 1:
+            return 0
+        group = batch // self.every
+        return int(np.random.default_rng([self.seed, epoch, group, 13]).integers(self.num_sizes))
+
+    def __iter__(self):
+        n, epoch = self.sampler.length, self.sampler.epoch
+        keys = list(iter(self.sampler))
+        for b in range(len(self)):
+            chunk = keys[b * self.batch_size:(b + 1) * self.batch_size]
+            s = self.size_index(epoch, b)
+            yield [((k // n) * self.num_sizes + s) * n + k % n for k in chunk]
+
+    def __len__(self):
+        count = len(self.sampler)
+        if self.last_batch == "keep":
+            return (count + self.batch_size - 1) // self.batch_size
+        return count // self.batch_size
+
+
+def multi_scale_sizes(cfg: Mapping[str, Any], input_size: int, stride: int = 32):
+    """Input sizes of `data.multi_scale` (`min_size`..`max_size`, multiples of `stride`); `[input_size]` when off."""
+    lo, hi = cfg.get("min_size"), cfg.get("max_size")
+    if lo is None and hi is None:
+        return [int(input_size)]
+    if lo is None or hi is None:
+        raise ValueError("data.multi_scale needs both min_size and max_size (or neither)")
+    lo, hi = int(lo), int(hi)
+    if lo % stride or hi % stride or not 0 < lo <= hi:
+        raise ValueError(f"data.multi_scale: min_size {lo} and max_size {hi} must be multiples of {stride} "
+                         "with min_size <= max_size")
+    return list(range(lo, hi + 1, stride))
+
+
+def build_train_batches(recipe: Mapping[str, Any], dataset, assigner, batch_size: int, seed: int,
+                        shard: int = 0, num_shards: int = 1):
+    """`(samples, sampler, batch_sampler)` for training a recipe: TrainSamples with the recipe's transforms,
+    multi-scale sizes and epochs, an `EpochSampler` (call `set_epoch` each epoch) and the batch sampler."""
+    data = recipe["data"]
+    size = int(recipe["model"]["input_size"])
+    ms = data.get("multi_scale") or {}
+    sizes = multi_scale_sizes(ms, size, stride=max(assigner.strides))
+    samples = TrainSamples(dataset, data["transforms"], data["resize"], size, data["mean"], data["std"],
+                           assigner, data["max_boxes"], seed, sizes=sizes, epochs=recipe["train"]["epochs"])
+    sampler = EpochSampler(len(samples), shuffle=True, seed=seed, shard=shard, num_shards=num_shards)
+    batches = MultiScaleBatchSampler(sampler, batch_size, len(sizes), every=int(ms.get("every", 10)),
+                                     seed=seed)
+    return samples, sampler, batches
 
 
 def build_assigner(recipe: Mapping[str, Any], anchors, strides, num_classes: int):

@@ -3,6 +3,10 @@
 Every transform is built from keyword arguments and called `t(image, label, rng) -> (image, label)`:
 image `(H, W, 3)` uint8 RGB, label `(N, 6)` float32 x1, y1, x2, y2 (pixels), class, difficult;
 rng a `numpy.random.Generator`. Boxes narrower or shorter than 1 pixel after a transform are dropped.
+
+Multi-sample transforms (mosaic, mixup in `mix.py`) set `multi_sample = True` and are called
+`t(image, label, rng, draw, context)`: `draw(rng) -> (image, label)` gives another training image passed
+through the transforms listed before this one, and `context` is the `SampleContext` of the sample.
 """
 from __future__ import annotations
 
@@ -231,19 +235,57 @@ class ColorJitter:
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), label
 
 
+class SampleContext:
+    """What multi-sample transforms see besides the sample itself.
+
+    source: `source(rng) -> (image, label)`, a random other item of the dataset (None: unavailable);
+    epoch: 0-based epoch of the sample; epochs: the run's total epochs (None when unknown);
+    size: `(h, w)` network input size of this sample's batch.
+    """
+
+    def __init__(self, source=None, epoch: int = 0, epochs=None, size=None):
+        self.source, self.epoch, self.epochs = source, int(epoch), epochs
+        self.size = None if size is None else _hw(size)
+
+
 class Compose:
     """Build transforms from recipe dicts (`{"type": "letterbox", "size": 416}`, a bare type name,
-    or an already built callable) with `TRANSFORMS.build`, and apply them in order."""
+    or an already built callable) with `TRANSFORMS.build`, and apply them in order.
+
+    `compose(image, label, rng, context)`; `context` (a `SampleContext`) is needed only by multi-sample
+    transforms, whose extra images run through the transforms before them (so mixup after mosaic mixes
+    two mosaics).
+    """
 
     def __init__(self, cfgs: Iterable[Mapping[str, Any] | str | Any]):
         self.transforms = [c if callable(c) else TRANSFORMS.build(c) for c in cfgs]
 
-    def __call__(self, image, label, rng=None):
+    @property
+    def multi_sample(self) -> bool:
+        """True when some transform needs other images (a `SampleContext` with a source)."""
+        return any(getattr(t, "multi_sample", False) for t in self.transforms)
+
+    def __call__(self, image, label, rng=None, context: SampleContext = None):
         rng = np.random.default_rng() if rng is None else rng
-        label = check_label(label)
-        for t in self.transforms:
-            image, label = t(image, label, rng)
+        return self._run(len(self.transforms), image, check_label(label), rng, context)
+
+    def _run(self, end: int, image, label, rng, context):
+        for k, t in enumerate(self.transforms[:end]):
+            if getattr(t, "multi_sample", False):
+                if context is None or context.source is None:
+                    raise ValueError(f"transform '{type(t).__name__}' mixes several images: it needs a "
+                                     "SampleContext with a source (use it through TrainSamples)")
+                draw = self._drawer(k, context)
+                image, label = t(image, label, rng, draw, context)
+            else:
+                image, label = t(image, label, rng)
         return image, label
+
+    def _drawer(self, k: int, context: SampleContext):
+        def draw(rng):
+            image, label = context.source(rng)
+            return self._run(k, image, check_label(label), rng, context)
+        return draw
 
     def __repr__(self):
         return f"Compose({[type(t).__name__ for t in self.transforms]})"

@@ -1,7 +1,9 @@
 """Pascal VOC layout reader: `root/Annotations/<id>.xml`, `root/JPEGImages/<id>.jpg`,
 `root/ImageSets/Main/<split>.txt`.
 
-All annotations are parsed once at construction and kept in memory; images are read on access.
+All annotations are parsed once at construction and kept in memory (and in the annotation cache,
+`cache.py`, so that the next construction skips parsing while the XML files are unchanged); images are
+read on access.
 VOC pixel coordinates are 1-based and inclusive, so a box (xmin, ymin, xmax, ymax) covers the
 pixel-edge box (xmin - 1, ymin - 1, xmax, ymax).
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..registry import DATASETS
 from .base import DatasetError, DetectionDataset, sanitize_boxes
+from .cache import cached_parse
 
 COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -118,12 +121,14 @@ class VOCDetection(DetectionDataset):
 
     root: folder holding Annotations/, JPEGImages/, ImageSets/Main/; splits: split names (or one name),
     concatenated, duplicates kept once; classes: class names in id order, or None for the sorted names
-    found in the annotations of the splits; keep_difficult: keep objects marked difficult (6th column).
+    found in the annotations of the splits; keep_difficult: keep objects marked difficult (6th column);
+    cache: reuse parsed annotations (True: the default cache folder, a path: that folder, False: off).
     Broken annotation files are reported in `problems` and their images skipped.
     """
 
     def __init__(self, root, splits: Sequence[str] | str = ("trainval",),
-                 classes: Optional[Sequence[str]] = None, keep_difficult: bool = True):
+                 classes: Optional[Sequence[str]] = None, keep_difficult: bool = True,
+                 cache: bool | str = True):
         super().__init__()
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -131,7 +136,7 @@ class VOCDetection(DetectionDataset):
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
         self.keep_difficult = bool(keep_difficult)
         ids = list(dict.fromkeys(i for s in self.splits for i in _read_split(self.root, s)))
-        records = self._parse_all(ids)
+        records = self._parse_cached(ids, cache)
         if classes is None:
             classes = sorted({n for r in records for n in r.names})
         self.classes = tuple(classes)
@@ -142,17 +147,30 @@ class VOCDetection(DetectionDataset):
         if not self._ids:
             raise DatasetError(f"no usable images in {self.root} for splits {self.splits}")
 
-    def _parse_all(self, ids: Sequence[str]) -> List[_Record]:
+    def _parse_cached(self, ids: Sequence[str], cache) -> List[_Record]:
+        """`_parse_all` through the annotation cache; sets `from_cache` (True when nothing was parsed)."""
+        def parse():
+            problems: List[str] = []
+            records = self._parse_all(ids, problems)
+            return [(r.image_id, r.xml, r.width, r.height, r.names, r.boxes, r.difficult)
+                    for r in records], problems
+
+        files = [self.root / "Annotations" / f"{i}.xml" for i in ids]
+        (rows, problems), self.from_cache = cached_parse("voc", files, parse, extra=tuple(ids), cache=cache)
+        self.problems.extend(problems)
+        return [_Record(*row) for row in rows]
+
+    def _parse_all(self, ids: Sequence[str], problems: List[str]) -> List[_Record]:
         records = []
         for image_id in ids:
             xml = self.root / "Annotations" / f"{image_id}.xml"
             if not xml.is_file():
-                self.problems.append(f"{xml.name}: annotation file missing; image skipped")
+                problems.append(f"{xml.name}: annotation file missing; image skipped")
                 continue
             try:
-                records.append(_parse_xml(xml, image_id, self.problems))
+                records.append(_parse_xml(xml, image_id, problems))
             except (ET.ParseError, ValueError) as err:
-                self.problems.append(f"{xml.name}: unreadable annotation ({err}); image skipped")
+                problems.append(f"{xml.name}: unreadable annotation ({err}); image skipped")
         return records
 
     def __len__(self) -> int:

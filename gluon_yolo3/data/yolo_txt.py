@@ -1,0 +1,254 @@
+"""YOLO txt folders, the Ultralytics layout:
+
+    data.yaml            path: .  (optional; relative to this file)   train: images/train   val: images/val
+                         names: [RBC, WBC, Platelets]   (or {0: RBC, 1: WBC, ...})
+    images/train/a.jpg   labels/train/a.txt   one line per box: `class cx cy w h`, normalised to 0..1
+
+A split entry is an image folder (searched recursively), a `.txt` file listing image paths, or a list of
+these. An image's label file is its path with the last `images` folder replaced by `labels` and the
+extension by `.txt`; an image without a label file has no objects. Lines with more than 5 numbers are
+polygons (`class x1 y1 x2 y2 ...`, as Ultralytics segments) and become their bounding box.
+Image sizes are read from file headers (EXIF orientation applied, as OpenCV reads the pixels).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..recipe import parse_yaml
+from ..registry import DATASETS
+from .base import DatasetError, DetectionDataset, sanitize_boxes
+from .cache import cached_parse
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' rule: the last `images` folder of the path becomes `labels`, the suffix `.txt`."""
+    parts = list(image.parts)
+    for k in range(len(parts) - 2, -1, -1):
+        if parts[k] == "images":
+            parts[k] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def image_hw(path: Path) -> Tuple[int, int]:
+    """`(height, width)` from the file header, after EXIF rotation; OSError when unreadable."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            try:
+                orientation = img.getexif().get(0x0112, 1)
+            except Exception:  # broken EXIF block: the pixels are still readable
+                orientation = 1
+            img.verify()
+    except (UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise OSError(f"not an image ({err})") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def read_data_yaml(root) -> Tuple[Path, dict, Path]:
+    """`(data.yaml path, its content, dataset folder)` for a data.yaml file or a folder holding one."""
+    root = Path(root).expanduser()
+    if root.is_dir():
+        candidates = [root / n for n in ("data.yaml", "data.yml", "dataset.yaml")]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise DatasetError(f"no data.yaml in YOLO dataset folder {root}")
+        root = found[0]
+    if not root.is_file():
+        raise DatasetError(f"YOLO data.yaml not found: {root}")
+    try:
+        content = parse_yaml(root.read_text())
+    except Exception as err:  # yaml errors, decoding errors
+        raise DatasetError(f"{root}: not valid YAML ({err})") from None
+    if not isinstance(content, dict):
+        raise DatasetError(f"{root}: expected a mapping with 'names' and split entries")
+    base = Path(content.get("path") or ".")
+    base = base if base.is_absolute() else (root.parent / base)
+    return root, content, base.resolve()
+
+
+def _names(content: dict, where: Path) -> List[str]:
+    names = content.get("names")
+    if isinstance(names, dict):
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: 'names' keys must be class ids 0..C-1") from None
+        if ids != list(range(len(ids))):
+            raise DatasetError(f"{where}: 'names' keys must be 0..{len(ids) - 1} without gaps, got {ids}")
+        names = [names[k] if k in names else names[str(k)] for k in ids]
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{where}: 'names' must be a non-empty list of class names (or an id -> name map)")
+    if "nc" in content and int(content["nc"]) != len(names):
+        raise DatasetError(f"{where}: nc is {content['nc']} but 'names' has {len(names)} entries")
+    return [str(n) for n in names]
+
+
+def _split_images(entry, base: Path, where: Path, split: str) -> List[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    images: List[Path] = []
+    for item in entries:
+        path = Path(str(item)).expanduser()
+        path = path if path.is_absolute() else base / path
+        if path.is_dir():
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file() and path.suffix == ".txt":
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if line:
+                    p = Path(line)
+                    images.append(p if p.is_absolute() else (path.parent / p))
+        else:
+            raise DatasetError(f"{where}: split '{split}' entry {item!r} is neither an image folder nor a "
+                               f".txt list (looked at {path})")
+    return list(dict.fromkeys(images))
+
+
+def _parse_label_file(path: Path, where: str, problems: List[str]) -> np.ndarray:
+    """Rows `(N, 5)`: class id, cx, cy, w, h (normalised) of one label file; bad lines reported."""
+    rows = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        problems.append(f"{where}: unreadable label file ({err}); no boxes used")
+        return np.zeros((0, 5), np.float32)
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            problems.append(f"{where}:{n}: not numbers: {line.strip()!r}; skipped")
+            continue
+        if len(values) == 5:
+            rows.append(values)
+        elif len(values) >= 7 and len(values) % 2 == 1:   # polygon: class x1 y1 x2 y2 ...
+            xy = np.array(values[1:], np.float64).reshape(-1, 2)
+            (x1, y1), (x2, y2) = xy.min(axis=0), xy.max(axis=0)
+            rows.append([values[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+        else:
+            problems.append(f"{where}:{n}: expected 'class cx cy w h', got {len(values)} numbers; skipped")
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def _parse(images: Sequence[Path], base: Path):
+    """(records [(image rel path, h, w, rows (N, 5))], problems) for every image of a split."""
+    records, problems = [], []
+    for image in images:
+        rel = _rel(image, base)
+        try:
+            h, w = image_hw(image)
+        except OSError as err:
+            problems.append(f"{rel}: unreadable image ({err}); image skipped")
+            continue
+        lab = label_path(image)
+        rows = (_parse_label_file(lab, _rel(lab, base), problems) if lab.is_file()
+                else np.zeros((0, 5), np.float32))
+        records.append((str(image), h, w, rows))
+    return records, problems
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+@DATASETS.register("yolo")
+class YOLOTxtDetection(DetectionDataset):
+    """Ultralytics-style YOLO txt dataset.
+
+    root: the data.yaml file, or the folder holding it; split: which split entry of data.yaml (train, val,
+    test); classes: names in label order (default: data.yaml's names; others are matched by name, unknown
+    ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False).
+    """
+
+    def __init__(self, root, split: str = "train", classes: Optional[Sequence[str]] = None,
+                 cache: bool | str = True):
+        super().__init__()
+        self.yaml_path, content, self.base = read_data_yaml(root)
+        names = _names(content, self.yaml_path)
+        if split not in content or content[split] in (None, ""):
+            raise DatasetError(f"{self.yaml_path}: no '{split}' entry (has: "
+                               f"{', '.join(k for k in content if k not in ('names', 'nc', 'path'))})")
+        images = _split_images(content[split], self.base, self.yaml_path, split)
+        if not images:
+            raise DatasetError(f"{self.yaml_path}: split '{split}' holds no images")
+        files = [p for image in images for p in (image, label_path(image))]
+        (records, problems), self.from_cache = cached_parse(
+            "yolo", files, lambda: _parse(images, self.base), extra=(tuple(names), str(self.base)), cache=cache)
+        self.problems.extend(problems)
+        self.file_classes = tuple(names)
+        self.classes = tuple(classes) if classes is not None else tuple(names)
+        index = {n: k for k, n in enumerate(self.classes)}
+        mapping = np.array([index.get(n, -1) for n in names], np.int64)
+        self._paths, self._sizes, self._labels = [], [], []
+        for path, h, w, rows in records:
+            self._paths.append(Path(path))
+            self._sizes.append((h, w))
+            self._labels.append(self._to_label(path, h, w, rows, mapping))
+        if not self._paths:
+            raise DatasetError(f"no usable images in {self.yaml_path} split '{split}'")
+
+    def _to_label(self, path, h, w, rows, mapping) -> np.ndarray:
+        where = _rel(label_path(Path(path)), self.base)
+        cls = rows[:, 0]
+        valid_id = (cls == np.round(cls)) & (cls >= 0) & (cls < len(mapping))
+        for c in sorted(set(cls[~valid_id].tolist())):
+            self.problems.append(f"{where}: unknown class id {c:g} (data.yaml names {len(mapping)} classes), "
+                                 f"{int((cls == c).sum())} box(es) skipped")
+        target = np.full(len(rows), -1, np.int64)
+        target[valid_id] = mapping[cls[valid_id].astype(np.int64)]
+        for c in sorted(set(cls[valid_id & (target < 0)].astype(int).tolist())):
+            self.problems.append(f"{where}: class '{self.file_classes[c]}' not in classes, "
+                                 f"{int((cls == c).sum())} box(es) skipped")
+        keep = target >= 0
+        r = rows[keep]
+        label = np.zeros((len(r), 6), np.float32)
+        label[:, 0] = (r[:, 1] - r[:, 3] / 2) * w
+        label[:, 1] = (r[:, 2] - r[:, 4] / 2) * h
+        label[:, 2] = (r[:, 1] + r[:, 3] / 2) * w
+        label[:, 3] = (r[:, 2] + r[:, 4] / 2) * h
+        label[:, 4] = target[keep]
+        label, found = sanitize_boxes(label, w, h, where)
+        self.problems.extend(found)
+        return label
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def image_id(self, i: int) -> str:
+        return self._paths[self._index(i)].stem
+
+    def image_path(self, i: int) -> Path:
+        return self._paths[self._index(i)]
+
+    def image_size(self, i: int) -> Tuple[int, int]:
+        """`(height, width)` from the image header."""
+        return self._sizes[self._index(i)]
+
+    def label(self, i: int) -> np.ndarray:
+        """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
+        return self._labels[self._index(i)].copy()
+
+    def __getitem__(self, i: int):
+        i = self._index(i)
+        path = self._paths[i]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"cannot read image {path}")
+        label = self._labels[i].copy()
+        h, w = self._sizes[i]
+        if bgr.shape[:2] != (h, w):   # header and pixels disagree (odd EXIF): keep boxes relative
+            label[:, [0, 2]] *= bgr.shape[1] / w
+            label[:, [1, 3]] *= bgr.shape[0] / h
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
