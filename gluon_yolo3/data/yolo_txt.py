@@ -23,6 +23,7 @@ from ..registry import DATASETS
 from .base import DatasetError, DetectionDataset, sanitize_boxes
 from .cache import cached_parse
 
+ROUND_OFF = 1e-5      # normalised coordinates this close outside 0..1 are taken as on the edge
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -46,7 +47,6 @@ def image_hw(path: Path) -> Tuple[int, int]:
                 orientation = img.getexif().get(0x0112, 1)
             except Exception:  # broken EXIF block: the pixels are still readable
                 orientation = 1
-            img.verify()
     except (UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise OSError(f"not an image ({err})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
@@ -219,6 +219,12 @@ class YOLOTxtDetection(DetectionDataset):
         label[:, 2] = (r[:, 1] + r[:, 3] / 2) * w
         label[:, 3] = (r[:, 2] + r[:, 4] / 2) * h
         label[:, 4] = target[keep]
+        # normalised coordinates written with a few decimals overshoot an edge by round-off: not a problem
+        for cols, side in (([0, 2], w), ([1, 3], h)):
+            v = label[:, cols]
+            v[(v < 0) & (v > -ROUND_OFF * side)] = 0
+            v[(v > side) & (v < side * (1 + ROUND_OFF))] = side
+            label[:, cols] = v
         label, found = sanitize_boxes(label, w, h, where)
         self.problems.extend(found)
         return label
