@@ -30,10 +30,16 @@ class ImageNormalizer:
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self._scale = (1.0 / (255.0 * self.std.ravel())).astype(np.float32)
+        self._shift = (-self.mean.ravel() / self.std.ravel()).astype(np.float32)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        x = image.transpose(2, 0, 1).astype(np.float32) / 255.0
-        return (x - self.mean) / self.std
+        out = np.empty((3,) + image.shape[:2], np.float32)
+        for c in range(3):            # plane by plane, in place: a few times faster than whole-array numpy
+            out[c] = image[:, :, c]
+            out[c] *= self._scale[c]
+            out[c] += self._shift[c]
+        return out
 
 
 def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:

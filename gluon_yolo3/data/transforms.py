@@ -125,7 +125,7 @@ class RandomFlip:
         w = image.shape[1]
         out = label.copy()
         out[:, 0], out[:, 2] = w - label[:, 2], w - label[:, 0]
-        return np.ascontiguousarray(image[:, ::-1]), out
+        return cv2.flip(image, 1), out
 
 
 @TRANSFORMS.register("random_crop")
@@ -151,20 +151,23 @@ class RandomCrop:
     def window(self, rng, h: int, w: int, boxes: np.ndarray):
         """An accepted window `(4,)` int x1, y1, x2, y2, or None."""
         min_iou = self.min_ious[rng.integers(len(self.min_ious))]
-        centres = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
-        for _ in range(self.max_trials):
-            cw = int(rng.uniform(self.min_scale, 1) * w)
-            ch = int(rng.uniform(self.min_scale, 1) * h)
-            if cw < 1 or ch < 1 or not 0.5 <= cw / ch <= 2:
-                continue
-            x1, y1 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            win = np.array([x1, y1, x1 + cw, y1 + ch])
-            if not len(boxes):
-                return win
-            inside = _centres_inside(centres, win)
-            if inside.any() and box_iou(win[None], boxes[inside]).max() >= min_iou:
-                return win
-        return None
+        # all trials at once: sizes, then positions; the first acceptable window wins
+        sides = rng.uniform(self.min_scale, 1, (self.max_trials, 2))
+        cw = (sides[:, 0] * w).astype(np.int64)
+        ch = (sides[:, 1] * h).astype(np.int64)
+        x1 = rng.integers(0, np.maximum(w - cw, 0) + 1)
+        y1 = rng.integers(0, np.maximum(h - ch, 0) + 1)
+        wins = np.stack([x1, y1, x1 + cw, y1 + ch], axis=1)
+        ok = (cw >= 1) & (ch >= 1)
+        ok &= (cw >= 0.5 * ch) & (cw <= 2 * ch)
+        if len(boxes) and ok.any():
+            centres = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
+            inside = ((centres[None, :, 0] > wins[:, None, 0]) & (centres[None, :, 0] < wins[:, None, 2])
+                      & (centres[None, :, 1] > wins[:, None, 1]) & (centres[None, :, 1] < wins[:, None, 3]))
+            iou = box_iou(wins.astype(np.float64), boxes.astype(np.float64))       # (trials, N)
+            ok &= (inside & (iou >= min_iou)).any(axis=1)
+        hits = np.flatnonzero(ok)
+        return wins[hits[0]] if len(hits) else None
 
     def __call__(self, image, label, rng):
         label = check_label(label)
@@ -204,9 +207,8 @@ class RandomExpand:
         ratio = rng.uniform(1, self.max_ratio)
         ch, cw = int(h * ratio), int(w * ratio)
         x0, y0 = int(rng.integers(0, cw - w + 1)), int(rng.integers(0, ch - h + 1))
-        canvas = np.empty((ch, cw, 3), np.uint8)
-        canvas[:] = self.fill
-        canvas[y0:y0 + h, x0:x0 + w] = image
+        canvas = cv2.copyMakeBorder(image, y0, ch - h - y0, x0, cw - w - x0, cv2.BORDER_CONSTANT,
+                                    value=self.fill)
         return canvas, _affine(label, 1, 1, x0, y0)
 
 
