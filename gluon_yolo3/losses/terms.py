@@ -81,11 +81,24 @@ class ObjectnessBCE(LossTerm):
 
 @LOSSES.register("class_bce")
 class ClassBCE(LossTerm):
-    """Classes: per-class sigmoid BCE (multi-label, not softmax) on assigned anchors."""
+    """Classes: per-class sigmoid BCE (multi-label, not softmax) on assigned anchors, optional label smoothing.
+
+    `label_smoothing` s moves the class targets 1 -> 1 - s and 0 -> s (GluonCV's `--label-smooth` uses
+    s = min(1 / C, 1 / 40)); 0 (the default) keeps them hard.
+    """
 
     short_name = "cls"
 
+    def __init__(self, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= label_smoothing < 0.5:
+            raise ValueError(f"class_bce: label_smoothing must lie in [0, 0.5), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
     def hybrid_forward(self, F, pred, target, pred_boxes, noobj):
         obj = field(F, target, 0, 1)
-        loss = bce_with_logits(F, field(F, pred, 5, None), field(F, target, 10, None))
+        classes = field(F, target, 10, None)
+        if self.label_smoothing:
+            classes = classes * (1 - 2 * self.label_smoothing) + self.label_smoothing
+        loss = bce_with_logits(F, field(F, pred, 5, None), classes)
         return per_image_sum(F, F.broadcast_mul(loss, obj))
