@@ -183,3 +183,25 @@ def test_anchors_cli_prints_sorted_anchors_and_a_snippet_that_loads(tmp_path):
     assert out["mean_iou"] >= out["current_mean_iou"] - 0.02
     bad = invoke("anchors", recipe, "--k", "500")
     assert bad.exit_code == 2 and "k=500" in bad.output
+
+
+def test_bccd_recipes_build_multi_scale_batches(bccd_root):
+    """Both BCCD recipes load; darknet53's mosaic + mixup + multi-scale pipeline yields one size per batch."""
+    from gluon_yolo3 import api
+    from gluon_yolo3.data.pipeline import build_assigner, build_train_batches
+    from gluon_yolo3.engine.trainer import build_datasets
+    for name in ("bccd_tiny", "bccd_darknet53"):
+        cfg = api.load(REPO / f"recipes/{name}.yaml", [f"data.train.root={bccd_root}",
+                                                       f"data.val.root={bccd_root}"])
+        groups = [len(g) for g in cfg["model"]["anchors"]]
+        assert groups == ([3, 3] if name == "bccd_tiny" else [3, 3, 3])
+    ds = build_datasets(cfg, ("train",))["train"]
+    assigner = build_assigner(cfg, cfg["model"]["anchors"], (8, 16, 32), len(ds.classes))
+    samples, sampler, batches = build_train_batches(cfg, ds, assigner, batch_size=2, seed=0)
+    assert samples.sizes == tuple(range(320, 609, 32))
+    sampler.set_epoch(0)
+    keys = next(iter(batches))
+    outs = [samples[k] for k in keys]
+    size = outs[0][0].shape[1]
+    assert all(o[0].shape == (3, size, size) for o in outs) and size in samples.sizes
+    assert all(o[1].shape == (assigner.num_predictions((size, size)), 13) for o in outs)
