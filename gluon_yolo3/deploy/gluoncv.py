@@ -313,7 +313,8 @@ def import_gluoncv(params_path: str | Path, arch: str, out_dir: str | Path,
     recipe_path, weights_path = out / "recipe.yaml", out / "checkpoints" / "best.params"
     taken = [p for p in (recipe_path, weights_path) if p.exists()]
     if taken and not overwrite:
-        raise GluonCVImportError(f"{taken[0]} already exists; choose another output folder or overwrite")
+        raise GluonCVImportError(f"{taken[0]} already exists; choose another output folder or overwrite it "
+                                 "(--overwrite)")
     recipe, net = convert(params_path, arch, classes, data_root)
     header = (f"# GluonCV {parse_arch(arch)[0]} YOLOv3 imported from {Path(params_path).name} by "
               f"`gluon-yolo3 import-gluoncv`.\n# Weights: checkpoints/best.params (use this folder as "
