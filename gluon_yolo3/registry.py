@@ -78,11 +78,11 @@ class Registry:
         return sorted(self._entries)
 
     def describe(self) -> Dict[str, str]:
-        """name -> first line of the entry's docstring."""
+        """name -> the first paragraph of the entry's own docstring, on one line."""
         out = {}
         for key in self.names():
             doc = inspect.cleandoc(self._entries[key].__doc__ or "")   # its own, not a base class's
-            out[key] = doc.strip().splitlines()[0] if doc.strip() else ""
+            out[key] = " ".join(doc.split("\n\n")[0].split())
         return out
 
     def __contains__(self, name):

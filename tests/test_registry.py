@@ -156,6 +156,19 @@ def test_describe_gives_first_docstring_lines(reg):
                               "plain": ""}
 
 
+def test_describe_joins_a_wrapped_first_paragraph():
+    reg = Registry("R")
+
+    @reg.register("wrapped")
+    class Wrapped:
+        """A first sentence that wraps
+        onto a second line.
+
+        Details not shown."""
+
+    assert reg.describe() == {"wrapped": "A first sentence that wraps onto a second line."}
+
+
 def test_describe_does_not_borrow_the_base_class_docstring():
     reg = Registry("R")
 
