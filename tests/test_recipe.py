@@ -155,7 +155,8 @@ def test_shipped_demo_recipes_resolve():
     assert tiny["name"] == "demo_tiny"
     assert tiny["model"]["backbone"] == {"type": "darknet_tiny", "width": 0.5}
     assert tiny["model"]["input_size"] == 128                         # child beats _base_/tiny.yaml's 416
-    assert tiny["data"]["train"]["num_images"] == 2000                # from _base_/synthetic.yaml
+    assert tiny["data"]["train"]["num_images"] == 6000                # the child's, over the base's 2000
+    assert tiny["data"]["train"]["image_size"] == 128                 # from _base_/synthetic.yaml
     assert tiny["data"]["train"]["split"] == "train"                  # from DEFAULTS
     assert len(tiny["model"]["anchors"]) == 2                         # lists replace DEFAULTS' 3 scales
     focal = load_recipe(RECIPES / "demo_tiny_focal.yaml")
