@@ -162,7 +162,7 @@ def test_shipped_demo_recipes_resolve():
     focal = load_recipe(RECIPES / "demo_tiny_focal.yaml")
     assert focal["plugins"] == [str(REPO / "plugins/focal_objectness.py")]
     assert [t["type"] for t in focal["loss"]["terms"]] == ["xy_bce", "wh_l1", "focal_objectness", "class_bce"]
-    assert focal["train"]["epochs"] == tiny["train"]["epochs"] != DEFAULTS["train"]["epochs"]   # inherited
+    assert focal["train"] == tiny["train"] and focal["train"]["lr"] != DEFAULTS["train"]["lr"]   # inherited
 
 
 # ---- overrides -----------------------------------------------------------------------------------------
