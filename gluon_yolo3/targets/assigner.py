@@ -41,6 +41,19 @@ class AnchorAssigner:
         """Positive pairs for box shapes `wh (N, 2)`: (box indices, flat anchor indices), equal length."""
         raise NotImplementedError
 
+    # Hooks a variant may override (GluonCV's generator differs in exactly these three details).
+    min_side = 0.0   # size targets use max(side, min_side)
+
+    def grid_position(self, centre: np.ndarray, stride: np.ndarray, grid_wh: np.ndarray,
+                      input_hw: Tuple[int, int]) -> np.ndarray:
+        """Box centres `(P, 2)` x, y input pixels -> positions in grid units `(P, 2)`."""
+        return centre / stride[:, None]
+
+    def keep_pairs(self, rows: np.ndarray) -> np.ndarray:
+        """Which positive pairs to write, given their target rows `(P,)`: all of them (on a shared slot
+        the last box's box fields win and the classes are OR-ed)."""
+        return np.arange(len(rows))
+
     def __call__(self, boxes: np.ndarray, classes: np.ndarray, input_hw: Tuple[int, int]) -> np.ndarray:
         """Targets `(T, 10 + C)` for `boxes (N, 4)` x1y1x2y2 input pixels and `classes (N,)`."""
         input_hw = (int(input_hw[0]), int(input_hw[1]))
@@ -59,25 +72,23 @@ class AnchorAssigner:
             return targets
         scale = self.anchor_scale[anchor_idx]
         stride = np.asarray(self.strides, dtype=np.float32)[scale]
-        grid_h = np.asarray([s[0] for s in shapes])[scale]
-        grid_w = np.asarray([s[1] for s in shapes])[scale]
-        num_a = np.asarray([s[2] for s in shapes])[scale]
+        grid_hwa = np.asarray(shapes)[scale]                                   # (P, 3): H, W, A
         offsets = np.cumsum([0] + [h * w * a for h, w, a in shapes])[scale]
-        gx = cxcywh[box_idx, 0] / stride
-        gy = cxcywh[box_idx, 1] / stride
-        col = np.clip(np.floor(gx), 0, grid_w - 1).astype(np.int64)   # x -> column j
-        row = np.clip(np.floor(gy), 0, grid_h - 1).astype(np.int64)   # y -> row i
-        rows = offsets + (row * grid_w + col) * num_a + self.anchor_local[anchor_idx]
+        g = self.grid_position(cxcywh[box_idx, 0:2], stride, grid_hwa[:, 1::-1], input_hw)
+        col = np.clip(np.floor(g[:, 0]), 0, grid_hwa[:, 1] - 1).astype(np.int64)   # x -> column j
+        row = np.clip(np.floor(g[:, 1]), 0, grid_hwa[:, 0] - 1).astype(np.int64)   # y -> row i
+        rows = offsets + (row * grid_hwa[:, 1] + col) * grid_hwa[:, 2] + self.anchor_local[anchor_idx]
+        take = self.keep_pairs(rows)
+        rows, box_idx, anchor_idx, g, col, row = (a[take] for a in (rows, box_idx, anchor_idx, g, col, row))
         wh = cxcywh[box_idx, 2:4]
         area = float(input_hw[0] * input_hw[1])
-        # box fields: for several boxes on one slot the last one wins (plain fancy assignment)
         targets[rows, 0] = 1.0
-        targets[rows, 1] = gx - col
-        targets[rows, 2] = gy - row
-        targets[rows, 3:5] = np.log(wh / self.flat_anchors[anchor_idx])
+        targets[rows, 1] = g[:, 0] - col
+        targets[rows, 2] = g[:, 1] - row
+        targets[rows, 3:5] = np.log(np.maximum(wh, self.min_side) / self.flat_anchors[anchor_idx])
         targets[rows, 5] = 2.0 - wh[:, 0] * wh[:, 1] / area
         targets[rows, 6:10] = boxes[box_idx]
-        targets[rows, NUM_BOX_FIELDS + classes[box_idx]] = 1.0          # classes OR-ed
+        targets[rows, NUM_BOX_FIELDS + classes[box_idx]] = 1.0
         return targets
 
 
