@@ -70,8 +70,8 @@ DEFAULTS: Dict[str, Any] = {
     },
     "train": {
         "devices": ["cpu:0"],
-        "kvstore": "device",
-        "batch_size": 8,             # global batch size: split over devices
+        "kvstore": "device",         # device | local | nccl; dist_sync | dist_device_sync: gluon-yolo3 launch
+        "batch_size": 8,             # per worker, split over its devices (global: x workers of a dist job)
         "epochs": 10,
         "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
         "lr": 0.001,
@@ -82,6 +82,13 @@ DEFAULTS: Dict[str, Any] = {
         "checkpoint_every": 1,       # epochs
         "keep_checkpoints": 2,
         "log_every": 10,             # steps between metrics lines
+        "no_bias_decay": True,       # no weight decay on biases and BatchNorm gamma/beta
+        "clip_grad_norm": 0.0,       # clip the global L2 norm of the summed gradient to this; 0 = off
+        "ema": None,                 # EMA of the weights for validation and saving: {decay: 0.9998,
+                                     # warmup_steps: 2000}; null = off
+        "amp": None,                 # mixed precision: float16 (GPU only, MXNet AMP); null = float32
+        "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
+                                     # validation) before it stops with an error; 0 = forever
     },
     "eval": {"metric": "voc07", "iou_thresh": 0.5, "score_thresh": 0.001, "batch_size": 8},
     "predict": {"score_thresh": 0.3},
@@ -227,6 +234,10 @@ def apply_override(recipe: Dict[str, Any], item: str):
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, parts)] = value
+    elif last == "type" and node.get("type") not in (None, value):
+        # a new type is a new component: the old type's arguments don't apply (as in `merge`)
+        node.clear()
+        node["type"] = value
     else:
         node[last] = value
 

@@ -384,3 +384,10 @@ def test_resolved_yaml_round_trips_with_replace(tmp_path):
     recipe = load_recipe(path)
     again = load_recipe(write(tmp_path / "resolved.yaml", resolved_yaml(recipe)))
     assert again["model"]["nms"] == recipe["model"]["nms"]
+
+
+def test_override_of_a_component_type_starts_a_fresh_component():
+    recipe = load_recipe(RECIPES / "demo_tiny.yaml", ["data.train.type=voc", "data.train.root=/data/VOC"])
+    assert recipe["data"]["train"] == {"type": "voc", "root": "/data/VOC"}   # no synthetic keys left
+    same = load_recipe(RECIPES / "demo_tiny.yaml", ["data.train.type=synthetic"])
+    assert same["data"]["train"]["num_images"] == 6000                      # same type: keys kept
