@@ -1,8 +1,18 @@
-"""Data-parallel training of a recipe's detector over one or several devices through a kvstore.
+"""Data-parallel training of a recipe's detector over devices and machines through a kvstore.
 
 The run folder receives: `recipe.yaml` (resolved, reproduces the run), `metrics.jsonl` (train and val
 lines), `checkpoints/` (see checkpoint.py), `training.png` (loss terms, LR, validation metric; refreshed
 every epoch), and `predictions/` (a few validation images with their detections drawn).
+
+Exactness: every device's loss is divided by the GLOBAL batch (`train.batch_size` per worker, split over
+its devices, times the number of workers), the kvstore sums the gradients of all devices and workers,
+and every copy of the weights applies the same update (`update_on_kvstore=False`): one step on N devices
+and W workers equals one step of one device on the union of their batches. In a `dist_sync` job each
+worker reads its own shard of the data, every worker starts from rank 0's weights, and only rank 0
+writes the run folder.
+
+With `train.ema`, checkpoints' `.params` and `best.params` hold the averaged weights (what users
+evaluate); the raw training weights sit beside them in `epoch_NNNN.train_params` for an exact resume.
 """
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -18,14 +29,16 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from ..data.pipeline import EpochSampler, TrainSamples, build_assigner
+from ..data.pipeline import build_assigner, build_train_batches
 from ..evaluation.runner import evaluate, format_table
 from ..losses.composer import YOLOLoss
 from ..models.detector import YOLOv3, build_detector
 from ..recipe import resolved_yaml
 from ..registry import DATASETS, LR_SCHEDULES, OPTIMIZERS
-from .checkpoint import CheckpointManager, atomic_write_text
+from . import distributed as dist
+from .checkpoint import CheckpointManager, atomic_write, atomic_write_text
 from .devices import parse_devices, split_batch
+from .ema import WeightEMA, ema_config
 
 NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
 
@@ -36,6 +49,25 @@ class NonFiniteLoss(RuntimeError):
 
 class RunFolderError(RuntimeError):
     """A run folder that would overwrite an earlier run."""
+
+
+AMP_TYPES = ("float16",)
+
+
+def amp_type(value: Any, contexts) -> Optional[str]:
+    """`train.amp` -> None (off) or "float16"; float16 only on GPUs (MXNet's AMP), a clear error otherwise."""
+    if value in (None, False, "", "off", "float32"):
+        return None
+    if value not in AMP_TYPES:
+        raise ValueError(f"train.amp must be null (off) or float16, got {value!r}"
+                         + ("; bfloat16 AMP on CPU in MXNet 1.9.1 was measured slower than float32 and "
+                            "crashing, so it is not offered" if str(value).startswith("bf") else ""))
+    if any(ctx.device_type != "gpu" for ctx in contexts):
+        raise ValueError(f"train.amp: {value} needs GPU devices (train.devices / --devices gpu:0,...); "
+                         f"got {', '.join(str(c) for c in contexts)}. Mixed precision on CPU is not offered: "
+                         "MXNet 1.9.1's bfloat16 path was measured slower than float32 and crashing. Set "
+                         "train.amp to null to train in float32.")
+    return str(value)
 
 
 def seed_everything(seed: int):
@@ -100,16 +132,59 @@ class Trainer:
         self.kvstore = kvstore or self.train_cfg["kvstore"]
         self.progress = progress
         self.log = log
-        self.batch_size = int(self.train_cfg["batch_size"])
+        self.batch_size = int(self.train_cfg["batch_size"])      # per worker, split over its devices
         if self.batch_size % len(self.contexts):
             raise ValueError(f"train.batch_size {self.batch_size} must be divisible by the number of "
                              f"devices ({len(self.contexts)})")
+        dist.check_kvstore(self.kvstore)
+        self.distributed = dist.is_distributed(self.kvstore)
+        self.amp = amp_type(self.train_cfg.get("amp"), self.contexts)
+        self.ema_cfg = ema_config(self.train_cfg.get("ema"))
+        self.clip_grad_norm = float(self.train_cfg.get("clip_grad_norm") or 0.0)
+        if self.clip_grad_norm < 0:
+            raise ValueError(f"train.clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
+        norm = (recipe["model"].get("norm") or {}).get("type", "batchnorm")
+        if norm == "syncbn" and len(self.contexts) > 1 and any(c.device_type == "cpu" for c in self.contexts):
+            raise ValueError("model.norm.type syncbn on several CPU contexts deadlocks in MXNet 1.9.1 (seen "
+                             "here on cpu:0,cpu:1); use model.norm.type frozen (exact) or batchnorm")
+        self.rank, self.num_workers = 0, 1
+        self.global_batch = self.batch_size
         self.checkpoints = CheckpointManager(self.run_dir, self.train_cfg["keep_checkpoints"])
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.kv = None
+        self.worker_sum = None
+        self.watchdog = None
+        self.ema: Optional[WeightEMA] = None
+        self.grad_norm = None
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run folder (rank 0 of a distributed job, or the only one)."""
+        return self.rank == 0
+
+    def _guard(self, what: str):
+        """The watchdog's guard in a distributed job, else nothing."""
+        if self.watchdog is None:
+            return _nullcontext()
+        return self.watchdog.guard(what)
 
     # ---- set-up --------------------------------------------------------------------------------
     def setup(self):
         recipe = self.recipe
+        if self.distributed:
+            timeout = float(self.train_cfg.get("dist_timeout") or 0)
+            if timeout > 0:
+                self.watchdog = dist.Watchdog(timeout)
+            with self._guard("joining the distributed job"):
+                self.kv = dist.create_kvstore(self.kvstore)
+            self.rank, self.num_workers = int(self.kv.rank), int(self.kv.num_workers)
+            self.global_batch = self.batch_size * self.num_workers
+            if self.rank != 0:          # rank 0 reports for the job
+                self.progress = False
+                self.log = lambda *_: None
+        if self.amp:
+            from mxnet.contrib import amp
+            amp.init(target_dtype=self.amp)     # before the network is built
         seed_everything(int(self.train_cfg["seed"]))
         sets = build_datasets(recipe)
         self.train_set, self.val_set = sets["train"], sets["val"]
@@ -124,16 +199,16 @@ class Trainer:
             self.net.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize(static_alloc=True, static_shape=True)
 
-        size = recipe["model"]["input_size"]
         assigner = build_assigner(recipe, self.net.anchors, self.net.strides, len(self.classes))
         data = recipe["data"]
-        samples = TrainSamples(self.train_set, data["transforms"], data["resize"], size, data["mean"],
-                               data["std"], assigner, data["max_boxes"], self.train_cfg["seed"])
-        self.sampler = EpochSampler(len(samples), shuffle=True, seed=self.train_cfg["seed"])
-        batches = gluon.data.BatchSampler(self.sampler, self.batch_size, last_batch="discard")
+        # each worker of a distributed job reads its own shard (every num_workers-th key of one permutation)
+        samples, self.sampler, batches = build_train_batches(
+            recipe, self.train_set, assigner, self.batch_size, int(self.train_cfg["seed"]),
+            shard=self.rank, num_shards=self.num_workers)
         if len(batches) == 0:
             raise ValueError(f"train.batch_size {self.batch_size} is larger than the training set "
-                             f"({len(samples)} images)")
+                             f"({len(samples)} images" + (f", {len(self.sampler)} per worker)"
+                                                          if self.num_workers > 1 else ")"))
         self.loader = gluon.data.DataLoader(samples, batch_sampler=batches,
                                             num_workers=int(data["num_workers"]))
         self.steps_per_epoch = len(batches)
@@ -143,46 +218,108 @@ class Trainer:
         optimizer = OPTIMIZERS.build(self.train_cfg["optimizer"], lr=float(self.train_cfg["lr"]),
                                      lr_scheduler=schedule)
         params = self.net.collect_params()
-        if self.train_cfg.get("no_bias_decay", True):
+        if self.train_cfg["no_bias_decay"]:
             for name, param in params.items():
                 if name.endswith(NO_DECAY_SUFFIXES):
                     param.wd_mult = 0.0
-        self.trainer = gluon.Trainer(params, optimizer, kvstore=self.kvstore)
+        self.trainable = [p for p in params.values() if p.grad_req != "null"]
+        # update_on_kvstore=False: the kvstore only sums gradients; every device (and worker) applies the
+        # same update itself, which lets us clip the summed gradient, keep an EMA, and save the optimizer
+        # state on rank 0 in a distributed job.
+        self.trainer = gluon.Trainer(params, optimizer, kvstore=self.kv or self.kvstore, update_on_kvstore=False)
+        if self.amp:
+            from mxnet.contrib import amp
+            amp.init_trainer(self.trainer)
+        if self.distributed:
+            with self._guard("sharing rank 0's initial weights"):
+                dist.broadcast_initial_weights(self.trainer)
+                # the loss terms of all workers, summed: every worker takes the same non-finite decision
+                self.worker_sum = dist.WorkerSum(self.kv, key=len(self.trainer._params),
+                                                 size=len(self.loss_fn.names))
+        if self.ema_cfg:
+            self.ema = WeightEMA(self.net, **self.ema_cfg)
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Dict[str, Any]:
         self.setup()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(resolved_yaml(self.recipe))
+        if self.is_writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "recipe.yaml", resolved_yaml(self.recipe))
         epoch, step, best = 0, 0, -math.inf
         if resume:
-            meta = self.checkpoints.last()
-            if meta is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints.folder}")
-            self.net.load_parameters(meta["params"], ctx=self.contexts)
-            self.trainer.load_states(meta["states"])
-            epoch, step, best = meta["epoch"], meta["step"], meta.get("best", -math.inf)
-            self.log(f"resumed from {meta['params']} (epoch {epoch}, step {step})")
+            epoch, step, best = self.resume()
         epochs = int(self.train_cfg["epochs"])
         started = time.time()
         last_val: Optional[Dict[str, Any]] = None
         while epoch < epochs:
             step = self.train_epoch(epoch, step)
             epoch += 1
+            if not self.is_writer:            # rank 0 validates and writes; the others go on (and wait
+                continue                      # for it at their next step)
             val_every = int(self.train_cfg["val_every"])
             if val_every and (epoch % val_every == 0 or epoch == epochs):
                 last_val = self.validate(epoch, step)
                 if last_val["map"] > best:
                     best = last_val["map"]
-                    self.checkpoints.save_best(self.net)
+                    self.checkpoints.save_best(self.ema if self.ema is not None else self.net)
             if epoch % int(self.train_cfg["checkpoint_every"]) == 0 or epoch == epochs:
-                self.checkpoints.save(self.net, self.trainer, epoch, step, {"best": best})
+                self.save_checkpoint(epoch, step, best)
             self.plot()                       # training.png follows the run epoch by epoch
         summary = {"run_dir": str(self.run_dir), "epochs": epochs, "steps": step,
                    "train_seconds": round(time.time() - started, 1), "best_map": best,
                    "final": last_val}
-        self.draw_predictions()
+        if self.distributed:
+            summary.update(rank=self.rank, workers=self.num_workers, global_batch=self.global_batch)
+        if self.is_writer:
+            self.draw_predictions()
+        if self.distributed:
+            self.leave_job()
         return summary
+
+    def leave_job(self):
+        """End this worker's part of the distributed job now (waits for the others to end theirs)."""
+        with self._guard("the other workers finishing"):
+            dist.release_kvstore(self.trainer)
+            self.kv = self.worker_sum = None      # the last references: the kvstore ends here
+
+    def save_checkpoint(self, epoch: int, step: int, best: float):
+        """`epoch_NNNN.params` (the EMA weights with an EMA, else the training weights), `.states`, and
+        with an EMA the training weights in `epoch_NNNN.train_params`; `last.json` is written last."""
+        extra: Dict[str, Any] = {"best": best}
+        if self.ema is not None:
+            mx.nd.waitall()
+            raw = self.checkpoints.folder / f"epoch_{epoch:04d}.train_params"
+            atomic_write(raw, self.net.save_parameters)
+            extra.update(train_params=raw.name, ema_updates=self.ema.updates)
+        self.checkpoints.save(self.ema if self.ema is not None else self.net, self.trainer, epoch, step, extra)
+        kept = {p.stem for p in self.checkpoints.folder.glob("epoch_*.params")}
+        for path in self.checkpoints.folder.glob("epoch_*.train_params"):
+            if path.stem not in kept:
+                path.unlink(missing_ok=True)
+
+    def resume(self):
+        """Load the last checkpoint (weights, optimizer state and LR position, EMA); -> (epoch, step, best).
+
+        Every worker of a distributed job reads it: the run folder must be on storage they share.
+        """
+        meta = self.checkpoints.last()
+        if meta is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints.folder}"
+                                    + (f" (worker rank {self.rank}: the run folder must be on storage every "
+                                       "worker shares)" if self.rank else ""))
+        if self.is_writer:              # half-written files of a process killed while saving
+            for stale in self.checkpoints.folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+        raw = str(self.checkpoints.folder / meta["train_params"]) if meta.get("train_params") else meta["params"]
+        self.net.load_parameters(raw, ctx=self.contexts)
+        self.trainer.load_states(meta["states"])
+        if self.ema is not None:
+            if meta.get("train_params"):
+                self.ema.load_parameters(meta["params"], updates=meta.get("ema_updates", meta["step"]))
+            else:                   # the run had no EMA so far: start it here
+                self.ema.reset(updates=0)
+        self.log(f"resumed from {raw} (epoch {meta['epoch']}, step {meta['step']})")
+        return meta["epoch"], meta["step"], meta.get("best", -math.inf)
 
     def train_epoch(self, epoch: int, step: int) -> int:
         self.sampler.set_epoch(epoch)
@@ -192,18 +329,21 @@ class Trainer:
         bar = tqdm(self.loader, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.train_cfg['epochs']}",
                    disable=not self.progress, unit="batch", dynamic_ncols=True)
         for x, target, gt_boxes in bar:
-            terms = self.train_step(x, target, gt_boxes)            # (K,) summed over the batch
+            with self._guard(f"step {step + 1} (epoch {epoch + 1})"):
+                terms = self.train_step(x, target, gt_boxes)        # (K,) summed over the global batch
             step += 1
             if not np.all(np.isfinite(terms)):
                 self.stop_on_nonfinite(terms, epoch, step)
             interval_sum += terms
-            interval_images += x.shape[0]
+            interval_images += x.shape[0] * self.num_workers
             if step % int(self.train_cfg["log_every"]) == 0 or step % self.steps_per_epoch == 0:
                 means = interval_sum / max(interval_images, 1)
                 line = {"kind": "train", "epoch": epoch + 1, "step": step,
                         "lr": float(self.trainer.learning_rate), "loss": float(means.sum()),
                         **{f"loss/{n}": float(v) for n, v in zip(names, means)},
                         "img_per_s": round(interval_images / max(time.time() - interval_start, 1e-9), 2)}
+                if self.grad_norm is not None:
+                    line["grad_norm"] = float(self.grad_norm.asscalar())   # before clipping, last step
                 self.write_metrics(line)
                 bar.set_postfix({n: f"{v:.3f}" for n, v in zip(names, means)}, refresh=False)
                 interval_sum[:] = 0
@@ -211,28 +351,53 @@ class Trainer:
         return step
 
     def train_step(self, x, target, gt_boxes) -> np.ndarray:
-        """One synchronous step over all devices; returns the per-term loss sums (K,) before the update.
+        """One synchronous step over all devices (and workers); returns the per-term loss sums (K,) over
+        the global batch, before the update.
 
-        A step whose loss is not finite is not applied (the caller stops training).
+        A step whose loss is not finite (on any worker) is not applied (the caller stops training).
         """
         terms = self.compute_gradients(x, target, gt_boxes)
+        if self.worker_sum is not None:
+            terms = self.worker_sum(terms)
         if np.all(np.isfinite(terms)):
-            self.trainer.step(1)
+            self.apply_gradients()
         return terms
+
+    def apply_gradients(self):
+        """Sum the gradients over devices and workers, clip their global norm, update, fold into the EMA."""
+        self.trainer.allreduce_grads()
+        if self.clip_grad_norm > 0:
+            if self.amp:
+                from mxnet.contrib import amp
+                amp.unscale(self.trainer)
+            # after the allreduce every device holds the whole summed gradient: clip each copy alike
+            norms = [gluon.utils.clip_global_norm([p.grad(ctx) for p in self.trainable], self.clip_grad_norm,
+                                                  check_isfinite=False)
+                     for ctx in self.contexts]
+            self.grad_norm = norms[0]
+        self.trainer.update(1)
+        if self.ema is not None:
+            self.ema.update()
 
     def compute_gradients(self, x, target, gt_boxes) -> np.ndarray:
         """Forward and backward on every device; returns the per-term loss sums (K,) of the batch.
 
-        Each device's loss is divided by the GLOBAL batch size, so that the kvstore's sum of the device
-        gradients is the gradient of the mean loss over the whole batch; the update then uses step(1).
+        Each device's loss is divided by the GLOBAL batch size (all devices of all workers), so that the
+        kvstore's sum of the gradients is the gradient of the mean loss over the global batch; the update
+        then uses a rescale of 1.
         """
         xs = split_batch(x, self.contexts)
         ts = split_batch(target, self.contexts)
         gs = split_batch(gt_boxes, self.contexts)
         with autograd.record():
             per_device = [self.loss_fn(t, g, *self.net(xd)) for xd, t, g in zip(xs, ts, gs)]
-            totals = [loss.sum() / self.batch_size for loss in per_device]
-        autograd.backward(totals)
+            totals = [loss.sum() / self.global_batch for loss in per_device]
+        if self.amp:
+            from mxnet.contrib import amp
+            with amp.scale_loss(totals, self.trainer) as scaled:
+                autograd.backward(scaled)
+        else:
+            autograd.backward(totals)
         terms = sum(loss.sum(axis=0).as_in_context(mx.cpu()) for loss in per_device)
         return terms.asnumpy().astype(np.float64)
 
@@ -252,8 +417,10 @@ class Trainer:
 
     # ---- validation, logs, plots ---------------------------------------------------------------
     def validate(self, epoch: int, step: int) -> Dict[str, Any]:
+        """Evaluate on the validation set (with the EMA weights when `train.ema` is on)."""
         mx.nd.waitall()   # let the last steps' BatchNorm statistics land before the inference graph reads them
-        result, _ = evaluate(self.net, self.val_set, self.recipe, self.contexts, progress=self.progress)
+        with (self.ema.swapped_in() if self.ema is not None else _nullcontext()):
+            result, _ = evaluate(self.net, self.val_set, self.recipe, self.contexts, progress=self.progress)
         self.log(f"epoch {epoch}: validation {result['metric']} mAP {result['map']:.4f}\n"
                  + format_table(result))
         self.write_metrics({"kind": "val", "epoch": epoch, "step": step, "metric": result["metric"],
@@ -263,12 +430,14 @@ class Trainer:
         return result
 
     def write_metrics(self, line: Dict[str, Any]):
+        if not self.is_writer:
+            return
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(line) + "\n")
 
     def plot(self):
         from ..evaluation.plots import plot_training
-        if self.metrics_path.exists():
+        if self.is_writer and self.metrics_path.exists():
             plot_training(self.metrics_path, self.run_dir / "training.png")
 
     def draw_predictions(self, count: int = 6):
@@ -276,7 +445,8 @@ class Trainer:
         folder = self.run_dir / "predictions"
         folder.mkdir(exist_ok=True)
         predictor = Predictor(self.recipe, net=self.net, classes=self.classes, contexts=self.contexts[:1])
-        for i in range(min(count, len(self.val_set))):
-            image, label = self.val_set[i]
-            zoom = -(-320 // min(image.shape[:2]))   # previews at least 320 px: readable labels
-            predictor.draw(image, folder / f"{self.val_set.image_id(i)}.jpg", gt=label, zoom=zoom)
+        with (self.ema.swapped_in() if self.ema is not None else _nullcontext()):
+            for i in range(min(count, len(self.val_set))):
+                image, label = self.val_set[i]
+                zoom = -(-320 // min(image.shape[:2]))   # previews at least 320 px: readable labels
+                predictor.draw(image, folder / f"{self.val_set.image_id(i)}.jpg", gt=label, zoom=zoom)
