@@ -1,0 +1,175 @@
+"""Export a trained detector: an MXNet symbol folder (NMS included) or an ONNX file (NMS left out).
+
+    export_mxnet(recipe, "runs/demo", "deploy/mxnet")   # model-symbol.json, model-0000.params, deploy.json
+    export_onnx(recipe, "runs/demo", "deploy/onnx")     # model.onnx, deploy.json
+
+MXNet: the hybridized inference graph, `x (B, 3, H, W)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
+`(B, K, 4)` (x1y1x2y2 input pixels, empty slots -1), for any H, W that are multiples of 32: anchors are
+constants saved with the parameters and the grid offsets are computed from the feature map's shape
+(`arange_like`). Load it with `gluon.SymbolBlock.imports` or `deploy.runtime.load_exported`.
+
+ONNX: `x (B, 3, S, S)` -> `boxes (B, T, 4)` x1y1x2y2 input pixels, `objectness (B, T)` and
+`class_scores (B, T, C)` (sigmoid probabilities; a detection's score is objectness x class score),
+weights stored as initializers (not graph inputs, which keeps onnxruntime from treating them as
+overridable). NMS runs after it in numpy (`deploy.numpy_nms`), with the recipe's NMS settings, which the
+file carries in its metadata together with the preprocessing and class names.
+
+`deploy.json` next to the model says how to feed it: input size, resize mode, mean/std, class names, NMS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import numpy as np
+from mxnet import gluon
+
+DEPLOY_FILE = "deploy.json"
+ONNX_OUTPUTS = ("boxes", "objectness", "class_scores")
+
+
+class DecodedOutputs(gluon.HybridBlock):
+    """A YOLOv3 without NMS: `x (B, 3, H, W)` -> boxes `(B, T, 4)` x1y1x2y2 input pixels, objectness
+    `(B, T)` and class scores `(B, T, C)`, both sigmoid probabilities. Shares the detector's parameters."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(prefix="", **kwargs)
+        self.backbone, self.neck, self.head, self.decoder = net.backbone, net.neck, net.head, net.decoder
+        self.num_classes = net.num_classes
+
+    def hybrid_forward(self, F, x):
+        raw = self.head(*self.neck(*self.backbone(x)))
+        # flatten_raw's reshape codes (-3) have no ONNX translation: reshape with the known last axis
+        pred = F.concat(*[F.reshape(r, (0, -1, 5 + self.num_classes)) for r in raw], dim=1)  # (B, T, 5 + C)
+        boxes = self.decoder(*raw)
+        objectness = F.reshape(F.sigmoid(F.slice_axis(pred, axis=-1, begin=4, end=5)), (0, -1))
+        class_scores = F.sigmoid(F.slice_axis(pred, axis=-1, begin=5, end=None))
+        return boxes, objectness, class_scores
+
+
+class RawOutputs(gluon.HybridBlock):
+    """Backbone -> neck -> head only: `x` -> raw outputs per scale, finest first, `(B, H, W, A, 5 + C)`."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(prefix="", **kwargs)
+        self.backbone, self.neck, self.head = net.backbone, net.neck, net.head
+
+    def hybrid_forward(self, F, x):
+        return self.head(*self.neck(*self.backbone(x)))
+
+
+def deploy_info(recipe: Mapping[str, Any], classes, fmt: str, **extra) -> Dict[str, Any]:
+    """What a runtime needs besides the graph: preprocessing, class names, NMS settings."""
+    data, model = recipe["data"], recipe["model"]
+    return {"format": fmt, "name": recipe.get("name"), "input_size": int(model["input_size"]),
+            "resize": data["resize"], "mean": [float(v) for v in data["mean"]],
+            "std": [float(v) for v in data["std"]], "classes": list(classes), "nms": dict(model["nms"]),
+            "anchors": model["anchors"], **extra}
+
+
+def _staging(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+
+
+def _publish(staging: Path, out: Path, names):
+    """Move finished files from the staging folder into `out` (each an atomic rename), then clean up."""
+    try:
+        for name in names:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _load(recipe, weights):
+    from ..api import class_names, load_detector
+    classes = class_names(recipe)
+    return load_detector(recipe, weights, classes=classes, hybridize=False), classes
+
+
+def export_mxnet(recipe: Mapping[str, Any], weights, out, prefix: str = "model") -> Dict[str, Any]:
+    """Write `out/<prefix>-symbol.json`, `out/<prefix>-0000.params` and `out/deploy.json`."""
+    import mxnet as mx
+    net, classes = _load(recipe, weights)
+    net.hybridize(static_alloc=True)
+    size = int(recipe["model"]["input_size"])
+    net(mx.nd.zeros((1, 3, size, size)))
+    out = Path(out)
+    staging = _staging(out)
+    net.export(str(staging / prefix), epoch=0)
+    info = deploy_info(recipe, classes, "mxnet", symbol=f"{prefix}-symbol.json", params=f"{prefix}-0000.params",
+                       outputs=["ids", "scores", "boxes"], input_name="data")
+    (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
+    files = [info["symbol"], info["params"], DEPLOY_FILE]
+    _publish(staging, out, files)
+    return {"folder": str(out), "files": files}
+
+
+def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.onnx",
+                batch_size: int = 1, dynamic: bool = False) -> Dict[str, Any]:
+    """Write `out/<filename>` (network up to boxes, objectness, class scores) and `out/deploy.json`.
+
+    The input shape is `(batch_size, 3, S, S)`, S the recipe's input size; with `dynamic`, batch size,
+    height and width are left free (any multiple of 32)."""
+    import mxnet as mx
+    import onnx
+    net, classes = _load(recipe, weights)
+    core = DecodedOutputs(net)
+    core.hybridize()
+    size = int(recipe["model"]["input_size"])
+    core(mx.nd.zeros((batch_size, 3, size, size)))
+    out = Path(out)
+    staging = _staging(out)
+    core.export(str(staging / "decoded"), epoch=0)
+    sym, args, auxs = mx.model.load_checkpoint(str(staging / "decoded"), 0)
+    params = {**args, **auxs}
+    raw_path = staging / "raw.onnx"
+    mx.onnx.export_model(sym, params, in_shapes=[(batch_size, 3, size, size)], in_types=[np.float32],
+                         onnx_file_path=str(raw_path), dynamic=dynamic,
+                         dynamic_input_shapes=[(None, 3, None, None)] if dynamic else None)
+    model = onnx.load(str(raw_path))
+    info = deploy_info(recipe, classes, "onnx", file=filename, outputs=list(ONNX_OUTPUTS), input_name="data",
+                       batch_size=None if dynamic else batch_size, dynamic=dynamic)
+    finish_onnx(model, info)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(staging / filename))
+    (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
+    _publish(staging, out, [filename, DEPLOY_FILE])
+    return {"folder": str(out), "files": [filename, DEPLOY_FILE], "onnx": str(out / filename)}
+
+
+def finish_onnx(model, info: Mapping[str, Any]):
+    """In place: weights only as initializers (dropped from the graph inputs), outputs named
+    boxes/objectness/class_scores, `info` stored as metadata (key `gluon_yolo3`)."""
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    for output, name in zip(list(graph.output), ONNX_OUTPUTS):
+        old = output.name
+        if old == name:
+            continue
+        for node in graph.node:
+            node.output[:] = [name if o == old else o for o in node.output]
+            node.input[:] = [name if i == old else i for i in node.input]
+        output.name = name
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "gluon_yolo3", json.dumps(info)
+
+
+def read_deploy_info(folder) -> Dict[str, Any]:
+    """`deploy.json` of an export folder; a clear error when the folder is not one."""
+    path = Path(folder) / DEPLOY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"'{folder}' is not an export folder: no {DEPLOY_FILE} in it "
+                                f"(write one with gluon-yolo3 export)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None

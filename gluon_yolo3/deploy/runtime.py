@@ -1,0 +1,145 @@
+"""Run exported models: an MXNet export folder, an ONNX file (onnxruntime + numpy NMS), or an int8 folder.
+
+    det = load_deployed("deploy/onnx/model.onnx")   # or an export folder, or a quantized folder
+    ids, scores, boxes = det(x)                      # x (B, 3, H, W) float32, normalised as deploy.json says
+    predictor = deployed_predictor("deploy/onnx/model.onnx")
+    predictor(["image.jpg"])   # as api.Predictor: [{"boxes", "scores", "ids", "names"}], original pixels
+
+Every detector here is called like the YOLOv3 block in inference: `x` an NDArray (or numpy array) ->
+ids `(B, K, 1)`, scores `(B, K, 1)`, boxes `(B, K, 4)` x1y1x2y2 input pixels, empty slots -1; outputs are
+NDArrays for an NDArray input (so that `evaluation.runner` can score them), numpy otherwise.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from .export import DEPLOY_FILE, read_deploy_info
+from .numpy_nms import build_numpy_nms
+
+
+def _as_numpy(x):
+    return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x, dtype=np.float32)
+
+
+def _like_input(x, arrays):
+    if hasattr(x, "asnumpy"):
+        import mxnet as mx
+        return tuple(mx.nd.array(a, ctx=x.context) for a in arrays)
+    return tuple(arrays)
+
+
+class ExportedMXNet:
+    """An MXNet export folder (`gluon-yolo3 export --format mxnet`) loaded with `SymbolBlock.imports`."""
+
+    def __init__(self, folder, ctx=None):
+        import mxnet as mx
+        folder = Path(folder)
+        self.info = read_deploy_info(folder)
+        if self.info.get("format") != "mxnet":
+            raise ValueError(f"{folder / DEPLOY_FILE}: format {self.info.get('format')!r}, not an MXNet export")
+        self.ctx = ctx or mx.cpu()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Cannot decide type.*")
+            self.net = mx.gluon.SymbolBlock.imports(str(folder / self.info["symbol"]), [self.info["input_name"]],
+                                                    str(folder / self.info["params"]), ctx=self.ctx)
+        self.net.hybridize(static_alloc=True)
+
+    def __call__(self, x):
+        import mxnet as mx
+        data = x if hasattr(x, "asnumpy") else mx.nd.array(x, ctx=self.ctx)
+        ids, scores, boxes = self.net(data.as_in_context(self.ctx))
+        if hasattr(x, "asnumpy"):
+            return ids, scores, boxes
+        return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
+
+
+class OnnxDetector:
+    """An ONNX export run by onnxruntime, then the recipe's NMS in numpy."""
+
+    def __init__(self, path, nms: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                 spinning: bool = True):
+        """`threads`: onnxruntime's intra-op threads (default: one per core); `spinning=False` keeps idle
+        threads from busy-waiting (fairer when other runtimes share the process, slower alone)."""
+        import onnxruntime as ort
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX file at '{path}'")
+        self.info = onnx_info(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:   # onnxruntime raises its own exception types
+            raise ValueError(f"onnxruntime cannot load '{path}': {str(err).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.nms = build_numpy_nms(nms if nms is not None else self.info["nms"])
+
+    def outputs(self, x) -> Dict[str, np.ndarray]:
+        """The network's outputs without NMS: boxes `(B, T, 4)`, objectness `(B, T)`, class_scores `(B, T, C)`."""
+        values = self.session.run(None, {self.input_name: _as_numpy(x).astype(np.float32)})
+        return dict(zip([o.name for o in self.session.get_outputs()], values))
+
+    def __call__(self, x):
+        out = self.outputs(x)
+        scores = out["objectness"][..., None] * out["class_scores"]
+        return _like_input(x, self.nms(out["boxes"], scores))
+
+
+def onnx_info(path) -> Dict[str, Any]:
+    """The deploy info an ONNX export carries in its metadata (else `deploy.json` beside it)."""
+    import onnx
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:   # protobuf decode errors
+        raise ValueError(f"'{path}' is not an ONNX file: {str(err).splitlines()[0] if str(err) else err}") from None
+    for entry in model.metadata_props:
+        if entry.key == "gluon_yolo3":
+            return json.loads(entry.value)
+    return read_deploy_info(Path(path).parent)
+
+
+def load_deployed(path, ctx=None):
+    """A detector from an ONNX file, an MXNet export folder or an int8 (quantized) folder."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".onnx":
+        return OnnxDetector(path)
+    if path.is_file() and path.name == DEPLOY_FILE:
+        path = path.parent
+    info = read_deploy_info(path)
+    if info.get("format") == "mxnet":
+        return ExportedMXNet(path, ctx)
+    if info.get("format") == "int8":
+        from .quantize import load_quantized
+        return load_quantized(path, ctx)
+    if info.get("format") == "onnx":
+        return OnnxDetector(path / info["file"])
+    raise ValueError(f"{path / DEPLOY_FILE}: unknown format {info.get('format')!r}")
+
+
+def predictor_recipe(info: Mapping[str, Any], score_thresh: float = 0.3) -> Dict[str, Any]:
+    """The parts of a recipe `api.Predictor` reads, from deploy info."""
+    return {"model": {"input_size": info["input_size"], "nms": info["nms"]},
+            "data": {"resize": info["resize"], "mean": info["mean"], "std": info["std"],
+                     "classes": info["classes"]},
+            "predict": {"score_thresh": score_thresh}}
+
+
+def deployed_predictor(path, score_thresh: Optional[float] = None, ctx=None,
+                       recipe: Optional[Mapping[str, Any]] = None):
+    """An `api.Predictor` running an exported or quantized model (preprocessing from its deploy info;
+    the score threshold from `score_thresh`, else `recipe`'s predict.score_thresh, else 0.3)."""
+    import mxnet as mx
+    from ..api import Predictor
+    detector = load_deployed(path, ctx)
+    default = recipe["predict"]["score_thresh"] if recipe is not None else 0.3
+    cfg = predictor_recipe(detector.info, default)
+    return Predictor(cfg, net=detector, classes=detector.info["classes"], contexts=[ctx or mx.cpu()],
+                     score_thresh=score_thresh)

@@ -1,0 +1,81 @@
+"""int8 quantization (MXNet oneDNN) of the trained demo: real int8 convolutions, scores alive, mAP close to
+fp32 as `eval --deployed` reports it."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from deploy_support import DEMO_SETS, sets, trained_demo
+from gluon_yolo3 import api
+from gluon_yolo3.cli import app
+from gluon_yolo3.deploy.quantize import calibration_images, load_quantized
+
+MAX_MAP_DROP = 0.05
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    recipe, run = trained_demo(tmp_path_factory)
+    out = tmp_path_factory.mktemp("int8") / "int8"
+    result = invoke("quantize", recipe["_file_"], "--weights", run, "--calib", 32, "--out", out, *sets(DEMO_SETS))
+    assert result.exit_code == 0, result.output
+    return recipe, run, out
+
+
+def test_convolutions_run_in_int8(quantized):
+    _, _, out = quantized
+    graph = json.loads((out / "trunk-symbol.json").read_text())
+    convs = [n for n in graph["nodes"] if n["op"] == "_sg_mkldnn_conv"]
+    int8 = [n for n in convs if n.get("attrs", {}).get("quantized") == "true"]
+    # yolov3-tiny: 11 conv + BN + LeakyReLU layers in int8; the 2 linear output convolutions stay fp32
+    assert len(convs) == 13 and len(int8) == 11
+    assert all("yolohead" not in n["name"] for n in int8)
+    info = json.loads((out / "deploy.json").read_text())
+    assert info["format"] == "int8" and info["calib_images"] == 32
+
+
+def test_int8_scores_follow_fp32(quantized):
+    recipe, run, out = quantized
+    x = mx.nd.array(calibration_images(recipe, 48)[32:])          # 16 images not used for calibration
+    int8 = load_quantized(out)
+    fp32 = api.load_detector(recipe, run)
+    raw_q = [r.asnumpy() for r in int8.raw(x)]
+    raw_f = [r.asnumpy() for r in fp32.head(*fp32.neck(*fp32.backbone(x)))]
+    for q, f in zip(raw_q, raw_f):
+        objectness_q, objectness_f = q[..., 4].ravel(), f[..., 4].ravel()
+        assert np.abs(objectness_q).max() > 0, "every int8 objectness logit is 0"
+        assert np.corrcoef(objectness_q, objectness_f)[0, 1] > 0.98
+        assert np.abs(q - f).max() < 0.1 * np.abs(f).max() + 0.5
+    ids, scores, _ = int8(x)
+    best = scores.asnumpy()[:, 0, 0]
+    assert (best > 0.3).sum() >= 8, "int8 scores collapsed"
+
+
+def test_eval_reports_int8_map_beside_fp32(quantized, tmp_path):
+    recipe, run, out = quantized
+    result = invoke("eval", recipe["_file_"], "--weights", run, "--deployed", out, "--report", tmp_path,
+                    "--no-progress", *sets(DEMO_SETS))
+    assert result.exit_code == 0, result.output
+    line = [ln for ln in result.output.splitlines() if ln.startswith("mAP (voc07): fp32")][0]
+    words = line.split()
+    fp32, int8, delta = float(words[3]), float(words[5]), float(words[7])
+    assert words[4] == "int8" and abs(delta - (int8 - fp32)) < 2e-4
+    assert fp32 > 0.15, f"the demo model did not train ({line})"
+    assert int8 > fp32 - MAX_MAP_DROP, line
+
+
+def test_quantize_rejects_bad_calibration(tmp_path_factory, tmp_path):
+    recipe, run = trained_demo(tmp_path_factory)
+    result = invoke("quantize", recipe["_file_"], "--weights", run, "--calib", 5000, "--out", tmp_path / "q",
+                    *sets(DEMO_SETS))
+    assert result.exit_code == 2 and "holds only 1000 images" in result.output
+    result = invoke("quantize", recipe["_file_"], "--weights", run, "--calib-mode", "kl", "--out", tmp_path / "q",
+                    *sets(DEMO_SETS))
+    assert result.exit_code == 2 and "naive, entropy" in result.output
+    assert not (tmp_path / "q").exists()
