@@ -23,7 +23,7 @@ from .models.detector import YOLOv3, build_detector
 from .plugins import load_plugins
 from .recipe import load_recipe
 
-__all__ = ["load", "build", "load_detector", "train", "evaluate", "Predictor"]
+__all__ = ["load", "build", "load_detector", "train", "evaluate", "Predictor", "deployed_predictor"]
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, Any]:
@@ -123,6 +123,15 @@ class Predictor:
         return draw_detections(image, det["boxes"], det["ids"], det["scores"], self.classes,
                                path=str(path) if path else None,
                                gt_boxes=None if gt is None else np.asarray(gt)[:, :4], zoom=zoom)
+
+
+def deployed_predictor(path: str | Path, recipe: Optional[Mapping[str, Any]] = None,
+                       score_thresh: Optional[float] = None, ctx=None) -> Predictor:
+    """A Predictor running an exported model (an `export --format mxnet` folder, a `.onnx` file, or a
+    `quantize` folder); preprocessing and class names come from the export, the default score threshold
+    from `recipe` (predict.score_thresh)."""
+    from .deploy.runtime import deployed_predictor as build
+    return build(path, score_thresh=score_thresh, ctx=ctx, recipe=recipe)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -62,7 +62,10 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
               None, help="Folder for the report: PR curves, confusion matrix, AP by size, detections in COCO "
                          "format (default: eval/ in the run folder, or eval_<weights stem>/ next to a "
                          ".params file; a split other than val adds _<split>)."),
-          progress: bool = typer.Option(True, help="Show progress bars.")):
+          progress: bool = typer.Option(True, help="Show progress bars."),
+          deployed: Optional[Path] = typer.Option(None, help="Also evaluate this int8 folder (`quantize`), export "
+                                                             "folder or .onnx file and print its mAP beside "
+                                                             "--weights'.")):
     """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report."""
     from . import api
     from .evaluation.reports import default_report_folder, jsonable, write_report
@@ -85,12 +88,26 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     except KNOWN_ERRORS + (OSError,) as err:
         _fail(err)
     typer.echo(f"report: {folder}/")
+    if deployed is not None:
+        from .evaluation.runner import evaluate_deployed, format_comparison
+        try:
+            other, _ = evaluate_deployed(cfg, deployed, devices=devices, metric=metric, split=split,
+                                         progress=progress)
+        except KNOWN_ERRORS as err:
+            _fail(err)
+        typer.echo(format_table(other))
+        typer.echo(format_comparison(result, other))
 
 
 @app.command()
 def predict(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             images: List[Path] = typer.Argument(..., help="Image files."),
-            weights: Path = typer.Option(..., help="A .params file or a run folder (its best checkpoint)."),
+            weights: Optional[Path] = typer.Option(None, help="A .params file or a run folder (its best "
+                                                             "checkpoint)."),
+            exported: Optional[Path] = typer.Option(None, help="Instead of --weights: a folder written by "
+                                                               "`export --format mxnet` (or `quantize`)."),
+            onnx: Optional[Path] = typer.Option(None, help="Instead of --weights: an ONNX file written by "
+                                                           "`export --format onnx` (onnxruntime + numpy NMS)."),
             out: Path = typer.Option(Path("predictions"), help="Folder for drawn images and detections.json."),
             set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
             score_thresh: Optional[float] = typer.Option(None, help="Keep detections scoring at least this "
@@ -100,9 +117,14 @@ def predict(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     from . import api
     from .engine.devices import parse_devices
     try:
+        if sum(x is not None for x in (weights, exported, onnx)) != 1:
+            raise ValueError("give exactly one of --weights, --exported, --onnx")
         cfg = _load(recipe, set_)
         contexts = parse_devices(devices or "cpu:0")[:1]
-        predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh)
+        if weights is not None:
+            predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh)
+        else:
+            predictor = api.deployed_predictor(exported or onnx, cfg, score_thresh=score_thresh, ctx=contexts[0])
         out.mkdir(parents=True, exist_ok=True)
         records = []
         for path in images:

@@ -68,6 +68,39 @@ def evaluate(net, dataset, recipe: Mapping[str, Any], contexts: Sequence[mx.Cont
     return scores, results
 
 
+def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Optional[str] = None,
+                      split: str = "val", progress: bool = True):
+    """(metric result, per-image detections) of an exported or quantized model (an int8 folder, an MXNet
+    export folder or an .onnx file) on the recipe's `split` dataset, preprocessed as the recipe says.
+
+    The result gets `"model": <format>` (int8, mxnet, onnx). The export's input size, resize, mean and std
+    must equal the recipe's (ValueError naming the difference otherwise)."""
+    from ..deploy.runtime import load_deployed
+    from ..engine.devices import parse_devices
+    from ..engine.trainer import build_datasets
+    contexts = parse_devices(devices or recipe["train"]["devices"])[:1]
+    detector = load_deployed(path, contexts[0])
+    info, data = detector.info, recipe["data"]
+    mine = {"input_size": recipe["model"]["input_size"], "resize": data["resize"],
+            "mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}
+    for key, value in mine.items():
+        if info.get(key) != value:
+            raise ValueError(f"'{path}' was exported with {key}={info.get(key)!r} but the recipe has {value!r}; "
+                             f"evaluate it with the recipe it was exported from")
+    dataset = build_datasets(recipe, splits=(split,))[split]
+    result, detections = evaluate(detector, dataset, recipe, contexts, metric=metric, progress=progress)
+    result["model"] = info.get("format")
+    return result, detections
+
+
+def format_comparison(reference: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """One line: the reference (fp32) mAP, the other model's, and the difference."""
+    label = other.get("model") or "other"
+    delta = other["map"] - reference["map"]
+    return (f"mAP ({reference['metric']}): fp32 {_num(reference['map']).strip()}   {label} "
+            f"{_num(other['map']).strip()}   delta {delta:+.4f}")
+
+
 def _num(value, width: int = 7) -> str:
     """A metric value for a table: 4 decimals, "n/a" for None or NaN."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
