@@ -1,0 +1,132 @@
+"""Inference latency, batch 1: MXNet fp32 vs MXNet int8 (oneDNN) vs onnxruntime, with GluonCV fp32 beside.
+
+    python benchmarks/inference.py                    # the demo recipe (128 px) and yolov3 / darknet53 at 416
+    python benchmarks/inference.py --runs 50 --only demo
+
+Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to
+numpy: MXNet fp32 (the hybridized YOLOv3 block), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
+decode + NMS; calibrated on 16 synthetic images), onnxruntime (`gluon-yolo3 export --format onnx`, then
+the numpy NMS), and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded)
+as the outside reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0,
+onnxruntime without spinning), or the runtimes sharing the process would slow each other down; alone in
+a process each may be a little faster. Latency is the median over `--runs` calls after warm-up, in `--rounds` rounds
+that alternate the runtimes (other load on the machine hits all of them); ratios are fp32 / other.
+Weights are random (latency does not depend on their values); the NMS sees few candidates above its
+score threshold with random weights, as with a trained model on most images.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# MXNet's OpenMP threads and onnxruntime's threads both busy-wait after work by default; in one process
+# each would steal the cores from the other. Idle threads sleep instead (set before MXNet loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import mxnet as mx  # noqa: E402
+
+from gluon_yolo3 import api  # noqa: E402
+from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
+from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
+from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
+
+COCO_ANCHORS = "[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]"
+MODELS = {
+    "demo": ("demo recipe (thin yolov3-tiny, 128 px)", []),
+    "darknet53": ("yolov3 / darknet53, 416 px", [
+        "model.backbone={type: darknet53}", "model.neck={type: yolov3}", f"model.anchors={COCO_ANCHORS}",
+        "model.input_size=416", "data.train.image_size=416", "data.val.image_size=416"]),
+}
+
+
+def gluoncv_reference(name: str, num_classes: int):
+    """GluonCV's YOLO3 of the same architecture (darknet53 only; None for the tiny demo)."""
+    if name != "darknet53":
+        return None
+    from gluoncv.model_zoo import get_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = get_model("yolo3_darknet53_custom", classes=[str(i) for i in range(num_classes)],
+                        pretrained_base=False)
+    net.initialize()
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def timed(call, x, runs: int) -> float:
+    for _ in range(3):
+        call(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def mx_call(net):
+    def call(x):
+        return [o.asnumpy() for o in net(x)]
+    return call
+
+
+def bench(name: str, runs: int, rounds: int, folder: Path):
+    title, overrides = MODELS[name]
+    recipe = api.load(REPO / "recipes/demo_tiny.yaml", overrides + [
+        "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
+    classes = api.class_names(recipe)
+    size = int(recipe["model"]["input_size"])
+    net = api.build(recipe, len(classes))
+    mx.random.seed(0)
+    net.initialize(mx.init.Xavier(magnitude=2.0))
+    net(mx.nd.zeros((1, 3, size, size)))
+    weights = folder / f"{name}.params"
+    net.save_parameters(str(weights))
+    fp32 = api.load_detector(recipe, weights, classes=classes)
+    quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
+    int8 = load_quantized(folder / f"{name}_int8")
+    onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
+    ort = OnnxDetector(onnx_path, spinning=False)
+    runtimes = {"mxnet fp32": mx_call(fp32), "mxnet int8": mx_call(int8), "onnxruntime": ort}
+    reference = gluoncv_reference(name, len(classes))
+    if reference is not None:
+        runtimes["gluoncv fp32"] = mx_call(reference)
+    x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (1, 3, size, size)).astype(np.float32))
+    xn = x.asnumpy()
+    results = {k: [] for k in runtimes}
+    for _ in range(rounds):
+        for key, call in runtimes.items():
+            results[key].append(timed(call, xn if key == "onnxruntime" else x, runs))
+    latency = {k: min(v) for k, v in results.items()}
+    print(f"\n{title}, batch 1 ({runs} runs x {rounds} rounds, median per round, best round)")
+    base = latency["mxnet fp32"]
+    for key, value in latency.items():
+        print(f"  {key:<14} {value * 1000:8.2f} ms   fp32/this {base / value:5.2f}x")
+    return latency
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds alternating the runtimes")
+    parser.add_argument("--only", choices=sorted(MODELS), help="benchmark one model only")
+    args = parser.parse_args()
+    print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ([args.only] if args.only else list(MODELS)):
+            bench(name, args.runs, args.rounds, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
