@@ -90,7 +90,7 @@ DEFAULTS: Dict[str, Any] = {
         "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
                                      # validation) before it stops with an error; 0 = forever
     },
-    "eval": {"metric": "voc07", "iou_thresh": 0.5, "score_thresh": 0.001, "batch_size": 8},
+    "eval": {"metric": "voc07", "iou_thresh": 0.5, "batch_size": 8},   # detections: model.nms
     "predict": {"score_thresh": 0.3},
 }
 
