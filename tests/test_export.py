@@ -86,6 +86,15 @@ def test_onnx_outputs_equal_mxnet(demo, exports):
     assert dims == [1, 3, 64, 64]
 
 
+def test_fixed_batch_onnx_runs_any_batch(exports):
+    from gluon_yolo3.deploy.runtime import OnnxDetector
+    x = images(3, 64, seed=5)
+    free = OnnxDetector(exports / "onnx" / "model.onnx").outputs(x)
+    fixed = OnnxDetector(exports / "onnx_fixed" / "model.onnx").outputs(x)     # batch 1, run 3 times
+    for name, value in free.items():
+        np.testing.assert_allclose(fixed[name], value, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
 def test_onnx_metadata_carries_preprocessing_and_nms(exports):
     model = onnx.load(str(exports / "onnx" / "model.onnx"))
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}["gluon_yolo3"]

@@ -1,14 +1,15 @@
 """Export a trained detector: an MXNet symbol folder (NMS included) or an ONNX file (NMS left out).
 
     export_mxnet(recipe, "runs/demo", "deploy/mxnet")   # model-symbol.json, model-0000.params, deploy.json
-    export_onnx(recipe, "runs/demo", "deploy/onnx")     # model.onnx, deploy.json
+    export_onnx(recipe, "runs/demo", "deploy/onnx")     # model.onnx (any batch, any multiple of 32), deploy.json
 
 MXNet: the hybridized inference graph, `x (B, 3, H, W)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
 `(B, K, 4)` (x1y1x2y2 input pixels, empty slots -1), for any H, W that are multiples of 32: anchors are
 constants saved with the parameters and the grid offsets are computed from the feature map's shape
-(`arange_like`). Load it with `gluon.SymbolBlock.imports` or `deploy.runtime.load_exported`.
+(`arange_like`). Load it with `gluon.SymbolBlock.imports` or `deploy.runtime.load_deployed`.
 
-ONNX: `x (B, 3, S, S)` -> `boxes (B, T, 4)` x1y1x2y2 input pixels, `objectness (B, T)` and
+ONNX: `x (B, 3, H, W)` (by default any B and any H, W multiples of 32; `dynamic=False` fixes them to
+`(batch_size, 3, S, S)`) -> `boxes (B, T, 4)` x1y1x2y2 input pixels, `objectness (B, T)` and
 `class_scores (B, T, C)` (sigmoid probabilities; a detection's score is objectness x class score),
 weights stored as initializers (not graph inputs, which keeps onnxruntime from treating them as
 overridable). NMS runs after it in numpy (`deploy.numpy_nms`), with the recipe's NMS settings, which the
@@ -18,6 +19,7 @@ file carries in its metadata together with the preprocessing and class names.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -71,16 +73,19 @@ def deploy_info(recipe: Mapping[str, Any], classes, fmt: str, **extra) -> Dict[s
             "anchors": model["anchors"], **extra}
 
 
-def _staging(out: Path) -> Path:
+@contextlib.contextmanager
+def staged(out: Path):
+    """A temporary folder inside `out` to write into; `publish(names)` moves finished files into `out`
+    (each an atomic rename). The temporary folder goes away whatever happens, so a failed export leaves
+    `out` as it was."""
     out.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
 
-
-def _publish(staging: Path, out: Path, names):
-    """Move finished files from the staging folder into `out` (each an atomic rename), then clean up."""
-    try:
+    def publish(names):
         for name in names:
             os.replace(staging / name, out / name)
+    try:
+        yield staging, publish
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -99,18 +104,18 @@ def export_mxnet(recipe: Mapping[str, Any], weights, out, prefix: str = "model")
     size = int(recipe["model"]["input_size"])
     net(mx.nd.zeros((1, 3, size, size)))
     out = Path(out)
-    staging = _staging(out)
-    net.export(str(staging / prefix), epoch=0)
     info = deploy_info(recipe, classes, "mxnet", symbol=f"{prefix}-symbol.json", params=f"{prefix}-0000.params",
                        outputs=["ids", "scores", "boxes"], input_name="data")
-    (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
     files = [info["symbol"], info["params"], DEPLOY_FILE]
-    _publish(staging, out, files)
+    with staged(out) as (staging, publish):
+        net.export(str(staging / prefix), epoch=0)
+        (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
+        publish(files)
     return {"folder": str(out), "files": files}
 
 
 def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.onnx",
-                batch_size: int = 1, dynamic: bool = False) -> Dict[str, Any]:
+                batch_size: int = 1, dynamic: bool = True) -> Dict[str, Any]:
     """Write `out/<filename>` (network up to boxes, objectness, class scores) and `out/deploy.json`.
 
     The input shape is `(batch_size, 3, S, S)`, S the recipe's input size; with `dynamic`, batch size,
@@ -123,22 +128,21 @@ def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.
     size = int(recipe["model"]["input_size"])
     core(mx.nd.zeros((batch_size, 3, size, size)))
     out = Path(out)
-    staging = _staging(out)
-    core.export(str(staging / "decoded"), epoch=0)
-    sym, args, auxs = mx.model.load_checkpoint(str(staging / "decoded"), 0)
-    params = {**args, **auxs}
-    raw_path = staging / "raw.onnx"
-    mx.onnx.export_model(sym, params, in_shapes=[(batch_size, 3, size, size)], in_types=[np.float32],
-                         onnx_file_path=str(raw_path), dynamic=dynamic,
-                         dynamic_input_shapes=[(None, 3, None, None)] if dynamic else None)
-    model = onnx.load(str(raw_path))
     info = deploy_info(recipe, classes, "onnx", file=filename, outputs=list(ONNX_OUTPUTS), input_name="data",
                        batch_size=None if dynamic else batch_size, dynamic=dynamic)
-    finish_onnx(model, info)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(staging / filename))
-    (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
-    _publish(staging, out, [filename, DEPLOY_FILE])
+    with staged(out) as (staging, publish):
+        core.export(str(staging / "decoded"), epoch=0)
+        sym, args, auxs = mx.model.load_checkpoint(str(staging / "decoded"), 0)
+        raw_path = staging / "raw.onnx"
+        mx.onnx.export_model(sym, {**args, **auxs}, in_shapes=[(batch_size, 3, size, size)],
+                             in_types=[np.float32], onnx_file_path=str(raw_path), dynamic=dynamic,
+                             dynamic_input_shapes=[(None, 3, None, None)] if dynamic else None)
+        model = onnx.load(str(raw_path))
+        finish_onnx(model, info)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(staging / filename))
+        (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
+        publish([filename, DEPLOY_FILE])
     return {"folder": str(out), "files": [filename, DEPLOY_FILE], "onnx": str(out / filename)}
 
 

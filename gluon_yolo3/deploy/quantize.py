@@ -25,7 +25,7 @@ import numpy as np
 from mxnet import gluon
 
 from ..postprocess.decode import YOLODecoder, flatten_raw
-from .export import DEPLOY_FILE, RawOutputs, _publish, _staging, deploy_info, read_deploy_info
+from .export import DEPLOY_FILE, RawOutputs, deploy_info, read_deploy_info, staged
 
 CALIB_MODES = ("naive", "entropy")
 
@@ -126,15 +126,15 @@ def quantize_detector(recipe: Mapping[str, Any], weights, out, calib: int = 32, 
     qnet.hybridize(static_alloc=True)
     size = int(recipe["model"]["input_size"])
     qnet(mx.nd.zeros((1, 3, size, size)))
-    out = Path(out)
-    staging = _staging(out)
-    qnet.export(str(staging / "trunk"), epoch=0)
     info = deploy_info(recipe, classes, "int8", symbol="trunk-symbol.json", params="trunk-0000.params",
                        input_name="data", strides=list(net.strides), calib_images=len(images),
                        calib_mode=calib_mode, fp32_layers=excluded)
-    (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
     files = [info["symbol"], info["params"], DEPLOY_FILE]
-    _publish(staging, out, files)
+    out = Path(out)
+    with staged(out) as (staging, publish):
+        qnet.export(str(staging / "trunk"), epoch=0)
+        (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
+        publish(files)
     return {"folder": str(out), "files": files, "calib_images": len(images), "calib_mode": calib_mode,
             "fp32_layers": excluded}
 

@@ -79,13 +79,27 @@ class OnnxDetector:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:   # onnxruntime raises its own exception types
             raise ValueError(f"onnxruntime cannot load '{path}': {str(err).splitlines()[0]}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.batch = first.shape[0] if isinstance(first.shape[0], int) else None   # None: any batch size
         self.nms = build_numpy_nms(nms if nms is not None else self.info["nms"])
 
     def outputs(self, x) -> Dict[str, np.ndarray]:
-        """The network's outputs without NMS: boxes `(B, T, 4)`, objectness `(B, T)`, class_scores `(B, T, C)`."""
-        values = self.session.run(None, {self.input_name: _as_numpy(x).astype(np.float32)})
-        return dict(zip([o.name for o in self.session.get_outputs()], values))
+        """The network's outputs without NMS: boxes `(B, T, 4)`, objectness `(B, T)`, class_scores `(B, T, C)`.
+
+        A model exported with a fixed batch size runs on `x` chunk by chunk (the last chunk padded)."""
+        x = _as_numpy(x).astype(np.float32)
+        names = [o.name for o in self.session.get_outputs()]
+        step = self.batch or len(x)
+        parts = []
+        for start in range(0, len(x), step):
+            chunk = x[start:start + step]
+            pad = step - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.float32)])
+            values = self.session.run(None, {self.input_name: chunk})
+            parts.append([v[:step - pad] for v in values])
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
     def __call__(self, x):
         out = self.outputs(x)
