@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mxnet import gluon
-from mxnet.gluon import nn
-
-from gluon_yolo3.models.layers import ConvBNLeaky
-from gluon_yolo3.models.neck import DetectionBlock, YOLOv3Neck
+from gluon_yolo3.models.neck import YOLOv3Neck
 from gluon_yolo3.registry import NECKS
 
 
@@ -30,26 +26,4 @@ class YOLOv3WidthsNeck(YOLOv3Neck):
 
     def __init__(self, in_channels: Sequence[int], widths: Sequence[int], norm=None, *, prefix=None,
                  params=None):
-        gluon.HybridBlock.__init__(self, prefix=prefix, params=params)
-        in_channels = [int(c) for c in in_channels]
-        widths = [int(w) for w in widths]
-        if not in_channels:
-            raise ValueError("yolov3_gluoncv neck needs at least one input feature (in_channels is empty)")
-        if len(widths) != len(in_channels) or min(widths) < 1:
-            raise ValueError(f"yolov3_gluoncv neck: widths {widths} must give one positive width per "
-                             f"backbone scale ({len(in_channels)} scales, in_channels={in_channels})")
-        n = len(in_channels)
-        self.widths = tuple(widths)
-        self.channels = tuple(2 * c for c in widths)
-        with self.name_scope():
-            self.blocks = nn.HybridSequential(prefix="")   # coarsest first
-            self.reduces = nn.HybridSequential(prefix="")  # transitions, coarsest first
-            block_in = in_channels[-1]
-            for s in reversed(range(n)):
-                c = widths[s]
-                self.blocks.add(DetectionBlock(c, block_in, norm, prefix=f"block{s}_"))
-                if s > 0:
-                    reduced = widths[s - 1]
-                    self.reduces.add(ConvBNLeaky(reduced, 1, 1, norm, in_channels=c,
-                                                 prefix=f"reduce{s}_"))
-                    block_in = reduced + in_channels[s - 1]
+        super().__init__(in_channels, norm, widths=widths, prefix=prefix, params=params)

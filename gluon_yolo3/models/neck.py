@@ -46,34 +46,46 @@ class YOLOv3Neck(gluon.HybridBlock):
     Inputs: backbone features finest first, feature s `(B, in_channels[s], H_s, W_s)` with
     `H_s = 2 * H_{s+1}`. Output: tips finest first, tip s `(B, channels[s], H_s, W_s)`, where
     `channels[s] = 2 * c_s`, `c_coarsest = in_channels[-1] // 2` and c halves at each finer scale
-    (1024, 512, 256 tip channels for Darknet-53).
+    (1024, 512, 256 tip channels for Darknet-53), unless `widths` gives every c_s (finest first).
     """
 
-    def __init__(self, in_channels: Sequence[int], norm=None, *, prefix=None, params=None):
+    def __init__(self, in_channels: Sequence[int], norm=None, *, widths: Sequence[int] | None = None,
+                 prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
         in_channels = [int(c) for c in in_channels]
+        name = type(self).__name__
         if not in_channels:
-            raise ValueError("YOLOv3Neck needs at least one input feature (in_channels is empty)")
+            raise ValueError(f"{name} needs at least one input feature (in_channels is empty)")
         n = len(in_channels)
-        # block channels c per scale, finest first
-        widths = [max(1, (in_channels[-1] // 2) >> (n - 1 - s)) for s in range(n)]
+        if widths is None:   # block widths c per scale, finest first: halving from the coarsest
+            widths = [max(1, (in_channels[-1] // 2) >> (n - 1 - s)) for s in range(n)]
+        widths = [int(w) for w in widths]
+        if len(widths) != n or min(widths) < 1:
+            raise ValueError(f"{name}: widths {widths} must give one positive width per backbone scale "
+                             f"({n} scales, in_channels={in_channels})")
+        self.widths = tuple(widths)
         self.channels = tuple(2 * c for c in widths)
         with self.name_scope():
             self.blocks = nn.HybridSequential(prefix="")   # coarsest first
             self.reduces = nn.HybridSequential(prefix="")  # route 1x1 before upsampling, coarsest first
             block_in = in_channels[-1]
             for s in reversed(range(n)):
-                c = widths[s]
-                self.blocks.add(DetectionBlock(c, block_in, norm, prefix=f"block{s}_"))
-                if s > 0:
-                    reduced = max(1, c // 2)
-                    self.reduces.add(ConvBNLeaky(reduced, 1, 1, norm, in_channels=c,
+                self.blocks.add(self.detection_block(s == n - 1, widths[s], block_in, norm,
+                                                     prefix=f"block{s}_"))
+                if s > 0:   # the transition has the finer block's width (c / 2 when halving)
+                    reduced = widths[s - 1]
+                    self.reduces.add(ConvBNLeaky(reduced, 1, 1, norm, in_channels=widths[s],
                                                  prefix=f"reduce{s}_"))
                     block_in = reduced + in_channels[s - 1]
 
+    def detection_block(self, coarsest: bool, channels: int, in_channels: int, norm, prefix: str):
+        """The block of one scale (a variant may give the coarsest scale another, e.g. with SPP)."""
+        return DetectionBlock(channels, in_channels, norm, prefix=prefix)
+
     def hybrid_forward(self, F, *features):
         if len(features) != len(self.channels):
-            raise ValueError(f"YOLOv3Neck built for {len(self.channels)} features, got {len(features)}")
+            raise ValueError(f"{type(self).__name__} built for {len(self.channels)} features, "
+                             f"got {len(features)}")
         tips = []
         x = features[-1]
         for k in range(len(features)):

@@ -7,7 +7,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from gluon_yolo3.models.layers import ConvBNLeaky
-from gluon_yolo3.models.neck import DetectionBlock, upsample2
+from gluon_yolo3.models.neck import YOLOv3Neck
 from gluon_yolo3.registry import NECKS
 
 SPP_POOLS = (5, 9, 13)
@@ -63,7 +63,7 @@ class SPPDetectionBlock(gluon.HybridBlock):
 
 
 @NECKS.register("yolov3_spp")
-class YOLOv3SPPNeck(gluon.HybridBlock):
+class YOLOv3SPPNeck(YOLOv3Neck):
     """yolov3-spp.cfg's neck: the `yolov3` neck with SPP in the coarsest detection block.
 
     Inputs: backbone features finest first, feature s `(B, in_channels[s], H_s, W_s)`, `H_s = 2 H_{s+1}`.
@@ -73,37 +73,10 @@ class YOLOv3SPPNeck(gluon.HybridBlock):
 
     def __init__(self, in_channels: Sequence[int], norm=None, pools: Sequence[int] = SPP_POOLS, *,
                  prefix=None, params=None):
-        super().__init__(prefix=prefix, params=params)
-        in_channels = [int(c) for c in in_channels]
-        if not in_channels:
-            raise ValueError("YOLOv3SPPNeck needs at least one input feature (in_channels is empty)")
-        n = len(in_channels)
-        widths = [max(1, (in_channels[-1] // 2) >> (n - 1 - s)) for s in range(n)]
-        self.channels = tuple(2 * c for c in widths)
-        with self.name_scope():
-            self.blocks = nn.HybridSequential(prefix="")   # coarsest first
-            self.reduces = nn.HybridSequential(prefix="")  # route 1x1 before upsampling, coarsest first
-            block_in = in_channels[-1]
-            for s in reversed(range(n)):
-                c = widths[s]
-                if s == n - 1:
-                    self.blocks.add(SPPDetectionBlock(c, block_in, norm, pools, prefix=f"block{s}_"))
-                else:
-                    self.blocks.add(DetectionBlock(c, block_in, norm, prefix=f"block{s}_"))
-                if s > 0:
-                    reduced = max(1, c // 2)
-                    self.reduces.add(ConvBNLeaky(reduced, 1, 1, norm, in_channels=c, prefix=f"reduce{s}_"))
-                    block_in = reduced + in_channels[s - 1]
+        self.pools = tuple(pools)
+        super().__init__(in_channels, norm, prefix=prefix, params=params)
 
-    def hybrid_forward(self, F, *features):
-        if len(features) != len(self.channels):
-            raise ValueError(f"YOLOv3SPPNeck built for {len(self.channels)} features, got {len(features)}")
-        tips = []
-        x = features[-1]
-        for k in range(len(features)):
-            route, tip = self.blocks[k](x)
-            tips.append(tip)
-            if k < len(features) - 1:
-                up = upsample2(F, self.reduces[k](route))
-                x = F.concat(up, features[-2 - k], dim=1)
-        return tuple(reversed(tips))
+    def detection_block(self, coarsest, channels, in_channels, norm, prefix):
+        if coarsest:
+            return SPPDetectionBlock(channels, in_channels, norm, self.pools, prefix=prefix)
+        return super().detection_block(coarsest, channels, in_channels, norm, prefix)
