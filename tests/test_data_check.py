@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
-import mxnet as mx
 import numpy as np
 import pytest
 import yaml

@@ -2,7 +2,6 @@
 annotation cache, and one epoch of training through the CLI on each format."""
 import json
 import os
-import shutil
 from pathlib import Path
 
 import cv2

@@ -9,7 +9,6 @@ row = offset(scale) + (row * W + col) * A + anchor
 import math
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 import pytest
 

@@ -6,8 +6,10 @@ Every reader returns `dataset[i] -> (image (H, W, 3) uint8 RGB, label (N, 6) flo
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Tuple
 
+import cv2
 import numpy as np
 
 LABEL_COLUMNS = 6
@@ -101,6 +103,45 @@ class DetectionDataset:
     def __repr__(self):
         return (f"{type(self).__name__}({len(self)} images, classes={self.classes}, "
                 f"{len(self.problems)} problems)")
+
+
+class FileDetectionDataset(DetectionDataset):
+    """A dataset of image files whose annotations are parsed up front.
+
+    Subclasses fill `_labels` (one `(N, 6)` float32 label per image) and `_sizes` (`(height, width)` as
+    annotated) and implement `image_path(i)` and `image_id(i)`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._labels: List[np.ndarray] = []
+        self._sizes: List[Tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def image_path(self, i: int) -> Path:
+        raise NotImplementedError
+
+    def image_size(self, i: int) -> Tuple[int, int]:
+        """`(height, width)` of image `i` as annotated."""
+        return self._sizes[self._index(i)]
+
+    def label(self, i: int) -> np.ndarray:
+        """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
+        return self._labels[self._index(i)].copy()
+
+    def read_image(self, i: int) -> np.ndarray:
+        """Image `i` as `(H, W, 3)` uint8 RGB; DatasetError naming the file when it cannot be read."""
+        path = self.image_path(i)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"cannot read image {path}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def __getitem__(self, i: int):
+        i = self._index(i)
+        return self.read_image(i), self._labels[i].copy()
 
 
 def check_label(label: np.ndarray, where: str = "label") -> np.ndarray:

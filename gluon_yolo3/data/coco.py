@@ -13,13 +13,12 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from ..registry import DATASETS
-from .base import DatasetError, DetectionDataset, sanitize_boxes
+from .base import DatasetError, FileDetectionDataset, sanitize_boxes
 from .cache import cached_parse
 
 
@@ -88,7 +87,7 @@ def _parse(ann_file: Path):
 
 
 @DATASETS.register("coco")
-class COCODetection(DetectionDataset):
+class COCODetection(FileDetectionDataset):
     """COCO JSON detection dataset.
 
     ann_file: the instances JSON; root: folder the images' `file_name`s are relative to (default: the JSON's
@@ -162,9 +161,6 @@ class COCODetection(DetectionDataset):
         self.problems.extend(found)
         return label
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def image_id(self, i: int) -> str:
         return self._ids[self._index(i)]
 
@@ -175,18 +171,3 @@ class COCODetection(DetectionDataset):
     def image_path(self, i: int) -> Path:
         return self.root / self._files[self._index(i)]
 
-    def image_size(self, i: int) -> Tuple[int, int]:
-        """`(height, width)` as annotated."""
-        return self._sizes[self._index(i)]
-
-    def label(self, i: int) -> np.ndarray:
-        """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
-        return self._labels[self._index(i)].copy()
-
-    def __getitem__(self, i: int):
-        i = self._index(i)
-        path = self.image_path(i)
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read image {path}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._labels[i].copy()

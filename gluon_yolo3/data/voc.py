@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from ..registry import DATASETS
-from .base import DatasetError, DetectionDataset, sanitize_boxes
+from .base import DatasetError, FileDetectionDataset, sanitize_boxes
 from .cache import cached_parse
 
 COORDS = ("xmin", "ymin", "xmax", "ymax")
@@ -116,7 +115,7 @@ def _read_split(root: Path, split: str) -> List[str]:
 
 
 @DATASETS.register("voc")
-class VOCDetection(DetectionDataset):
+class VOCDetection(FileDetectionDataset):
     """Pascal VOC style detection dataset.
 
     root: folder holding Annotations/, JPEGImages/, ImageSets/Main/; splits: split names (or one name),
@@ -173,28 +172,9 @@ class VOCDetection(DetectionDataset):
                 problems.append(f"{xml.name}: unreadable annotation ({err}); image skipped")
         return records
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def image_id(self, i: int) -> str:
         return self._ids[self._index(i)]
 
     def image_path(self, i: int) -> Path:
         return self.root / "JPEGImages" / f"{self.image_id(i)}.jpg"
-
-    def label(self, i: int) -> np.ndarray:
-        """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
-        return self._labels[self._index(i)].copy()
-
-    def image_size(self, i: int) -> Tuple[int, int]:
-        """`(height, width)` of image `i` as annotated."""
-        return self._sizes[self._index(i)]
-
-    def __getitem__(self, i: int):
-        i = self._index(i)
-        path = self.image_path(i)
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read image {path}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._labels[i].copy()
 

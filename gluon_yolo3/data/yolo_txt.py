@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from ..recipe import parse_yaml
 from ..registry import DATASETS
-from .base import DatasetError, DetectionDataset, sanitize_boxes
+from .base import DatasetError, FileDetectionDataset, sanitize_boxes
 from .cache import cached_parse
 
 ROUND_OFF = 1e-5      # normalised coordinates this close outside 0..1 are taken as on the edge
@@ -164,7 +163,7 @@ def _rel(path: Path, base: Path) -> str:
 
 
 @DATASETS.register("yolo")
-class YOLOTxtDetection(DetectionDataset):
+class YOLOTxtDetection(FileDetectionDataset):
     """Ultralytics-style YOLO txt dataset.
 
     root: the data.yaml file, or the folder holding it; split: which split entry of data.yaml (train, val,
@@ -238,23 +237,13 @@ class YOLOTxtDetection(DetectionDataset):
     def image_path(self, i: int) -> Path:
         return self._paths[self._index(i)]
 
-    def image_size(self, i: int) -> Tuple[int, int]:
-        """`(height, width)` from the image header."""
-        return self._sizes[self._index(i)]
-
-    def label(self, i: int) -> np.ndarray:
-        """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
-        return self._labels[self._index(i)].copy()
-
     def __getitem__(self, i: int):
+        """Sizes come from image headers: where the pixels disagree (odd EXIF), boxes stay relative."""
         i = self._index(i)
-        path = self._paths[i]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read image {path}")
+        image = self.read_image(i)
         label = self._labels[i].copy()
         h, w = self._sizes[i]
-        if bgr.shape[:2] != (h, w):   # header and pixels disagree (odd EXIF): keep boxes relative
-            label[:, [0, 2]] *= bgr.shape[1] / w
-            label[:, [1, 3]] *= bgr.shape[0] / h
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
+        if image.shape[:2] != (h, w):
+            label[:, [0, 2]] *= image.shape[1] / w
+            label[:, [1, 3]] *= image.shape[0] / h
+        return image, label

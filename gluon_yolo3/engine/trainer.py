@@ -22,7 +22,7 @@ import random
 import time
 from contextlib import nullcontext as _nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import mxnet as mx
 import numpy as np
