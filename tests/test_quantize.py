@@ -70,6 +70,27 @@ def test_eval_reports_int8_map_beside_fp32(quantized, tmp_path):
     assert int8 > fp32 - MAX_MAP_DROP, line
 
 
+def test_predict_runs_the_int8_model(quantized, tmp_path):
+    import cv2
+    from gluon_yolo3.data.synthetic import SyntheticShapes
+    recipe, run, out = quantized
+    data = SyntheticShapes(num_images=6, image_size=64, split="val", min_size=0.25, clutter=False)
+    paths = []
+    for i in range(len(data)):
+        paths.append(tmp_path / f"img{i}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(data[i][0], cv2.COLOR_RGB2BGR))
+    found = {}
+    for name, source in (("fp32", ["--weights", run]), ("int8", ["--exported", out])):
+        result = invoke("predict", recipe["_file_"], *paths, *source, "--out", tmp_path / name,
+                        "--score-thresh", "0.2", *sets(DEMO_SETS))
+        assert result.exit_code == 0, result.output
+        records = json.loads((tmp_path / name / "detections.json").read_text())
+        found[name] = [sorted(d["class"] for d in r["detections"]) for r in records]
+    assert sum(map(len, found["int8"])) >= 2, found
+    agree = sum(a == b for a, b in zip(found["fp32"], found["int8"]))
+    assert agree >= 4, found
+
+
 def test_quantize_rejects_bad_calibration(tmp_path_factory, tmp_path):
     recipe, run = trained_demo(tmp_path_factory)
     result = invoke("quantize", recipe["_file_"], "--weights", run, "--calib", 5000, "--out", tmp_path / "q",
