@@ -195,6 +195,8 @@ class Trainer:
         initialize(self.net, self.contexts, recipe["model"]["input_size"])
         self.loss_fn = build_loss(recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
+        if all(c.device_type == "cpu" for c in self.contexts) and hasattr(self.net.head, "pad_outputs"):
+            self.net.head.pad_outputs(True)   # oneDNN: a slow BatchNorm backward otherwise (HeadConv)
         if self.train_cfg["hybridize"]:
             self.net.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize(static_alloc=True, static_shape=True)
