@@ -1,7 +1,8 @@
-"""Inference latency, batch 1: MXNet fp32 vs MXNet int8 (oneDNN) vs onnxruntime, with GluonCV fp32 beside.
+"""Inference latency, batch 1 and 8: MXNet fp32 vs MXNet int8 (oneDNN) vs onnxruntime, with GluonCV fp32 beside.
 
     python benchmarks/inference.py                    # the demo recipe (128 px) and yolov3 / darknet53 at 416
-    python benchmarks/inference.py --runs 50 --only demo
+    python benchmarks/inference.py --runs 50 --only demo --batch-sizes 1
+    python benchmarks/inference.py --json out.json    # the figures as JSON too
 
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to
 numpy: MXNet fp32 (the hybridized YOLOv3 block), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
@@ -13,10 +14,16 @@ a process each may be a little faster. Latency is the median over `--runs` calls
 that alternate the runtimes (other load on the machine hits all of them); ratios are fp32 / other.
 Weights are random (latency does not depend on their values); the NMS sees few candidates above its
 score threshold with random weights, as with a trained model on most images.
+
+For darknet53 GluonCV is timed twice: plain hybridized, and fused by oneDNN (`optimize_for(x,
+backend='MKLDNN')`). GFLOP/s achieved = (GFLOP per image x batch) / latency, the GFLOP counted from our
+network's convolution shapes (2 x multiply-adds; GluonCV's darknet53 YOLOv3 is quoted at 65.9 per 416
+image), the same count for every runtime of a model.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -64,6 +71,33 @@ def gluoncv_reference(name: str, num_classes: int):
     return net
 
 
+def gluoncv_fused(name: str, num_classes: int, x):
+    """GluonCV's YOLO3 with its graph partitioned and fused by oneDNN (`optimize_for`), or None."""
+    net = gluoncv_reference(name, num_classes)
+    if net is None:
+        return None
+    net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+    return net
+
+
+def conv_gflop(net, size: int) -> float:
+    """GFLOP (2 x multiply-adds) of every convolution of `net` for one `size` x `size` image."""
+    sym = net(mx.sym.var("data"))
+    sym = mx.sym.Group(list(sym)) if isinstance(sym, (list, tuple)) else sym
+    internals = sym.get_internals()
+    _, shapes, _ = internals.infer_shape(data=(1, 3, size, size))
+    out_shape = dict(zip(internals.list_outputs(), shapes))
+    arg_shape = dict(zip(sym.list_arguments(), sym.infer_shape(data=(1, 3, size, size))[0]))
+    nodes = json.loads(sym.tojson())["nodes"]
+    total = 0.0
+    for node in nodes:
+        if node["op"] == "Convolution":
+            weight = arg_shape[nodes[node["inputs"][1][0]]["name"]]
+            out = out_shape[node["name"] + "_output"]
+            total += 2.0 * float(np.prod(weight)) * out[2] * out[3]
+    return total / 1e9
+
+
 def timed(call, x, runs: int) -> float:
     for _ in range(3):
         call(x)
@@ -81,7 +115,7 @@ def mx_call(net):
     return call
 
 
-def bench(name: str, runs: int, rounds: int, folder: Path):
+def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
     title, overrides = MODELS[name]
     recipe = api.load(REPO / "recipes/demo_tiny.yaml", overrides + [
         "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
@@ -98,22 +132,33 @@ def bench(name: str, runs: int, rounds: int, folder: Path):
     int8 = load_quantized(folder / f"{name}_int8")
     onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
     ort = OnnxDetector(onnx_path, spinning=False)
-    runtimes = {"mxnet fp32": mx_call(fp32), "mxnet int8": mx_call(int8), "onnxruntime": ort}
-    reference = gluoncv_reference(name, len(classes))
-    if reference is not None:
-        runtimes["gluoncv fp32"] = mx_call(reference)
-    x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (1, 3, size, size)).astype(np.float32))
-    xn = x.asnumpy()
-    results = {k: [] for k in runtimes}
-    for _ in range(rounds):
-        for key, call in runtimes.items():
-            results[key].append(timed(call, xn if key == "onnxruntime" else x, runs))
-    latency = {k: min(v) for k, v in results.items()}
-    print(f"\n{title}, batch 1 ({runs} runs x {rounds} rounds, median per round, best round)")
-    base = latency["mxnet fp32"]
-    for key, value in latency.items():
-        print(f"  {key:<14} {value * 1000:8.2f} ms   fp32/this {base / value:5.2f}x")
-    return latency
+    gflop = conv_gflop(api.build(recipe, len(classes)), size)
+    out = {"title": title, "gflop_per_image": gflop, "batches": {}}
+    for batch in batch_sizes:
+        runtimes = {"mxnet fp32": mx_call(fp32), "mxnet int8": mx_call(int8), "onnxruntime": ort}
+        x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (batch, 3, size, size)).astype(np.float32))
+        xn = x.asnumpy()
+        reference = gluoncv_reference(name, len(classes))
+        if reference is not None:
+            runtimes["gluoncv fp32"] = mx_call(reference)
+            runtimes["gluoncv fused"] = mx_call(gluoncv_fused(name, len(classes), x))
+        results = {k: [] for k in runtimes}
+        for _ in range(rounds):
+            for key, call in runtimes.items():
+                results[key].append(timed(call, xn if key == "onnxruntime" else x, runs))
+        latency = {k: min(v) for k, v in results.items()}
+        print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "
+              f"{gflop:.3g} GFLOP per image")
+        base = latency["mxnet fp32"]
+        gcv = latency.get("gluoncv fp32")
+        rows = {}
+        for key, value in latency.items():
+            rows[key] = {"ms": value * 1000, "gflops": gflop * batch / value,
+                         "vs_gluoncv_fp32": (gcv / value) if gcv else None}
+            print(f"  {key:<14} {value * 1000:9.2f} ms   {gflop * batch / value:6.1f} GFLOP/s   "
+                  f"fp32/this {base / value:5.2f}x" + (f"   GluonCV fp32/this {gcv / value:5.2f}x" if gcv else ""))
+        out["batches"][str(batch)] = rows
+    return out
 
 
 def main():
@@ -121,11 +166,18 @@ def main():
     parser.add_argument("--runs", type=int, default=30, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds alternating the runtimes")
     parser.add_argument("--only", choices=sorted(MODELS), help="benchmark one model only")
+    parser.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ([args.only] if args.only else list(MODELS)):
-            bench(name, args.runs, args.rounds, Path(tmp))
+            out[name] = bench(name, args.runs, args.rounds, Path(tmp), batch_sizes)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
