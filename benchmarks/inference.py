@@ -5,7 +5,8 @@
     python benchmarks/inference.py --json out.json    # the figures as JSON too
 
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to
-numpy: MXNet fp32 (the hybridized YOLOv3 block), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
+numpy: MXNet fp32 (the hybridized YOLOv3 block; "fused": `api.load_detector(..., fuse=True)`, oneDNN's
+conv + BN + LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
 decode + NMS; calibrated on 16 synthetic images), onnxruntime (`gluon-yolo3 export --format onnx`, then
 the numpy NMS), and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded)
 as the outside reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0,
@@ -128,6 +129,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
     weights = folder / f"{name}.params"
     net.save_parameters(str(weights))
     fp32 = api.load_detector(recipe, weights, classes=classes)
+    fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
     quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
     int8 = load_quantized(folder / f"{name}_int8")
     onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
@@ -135,7 +137,8 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
     gflop = conv_gflop(api.build(recipe, len(classes)), size)
     out = {"title": title, "gflop_per_image": gflop, "batches": {}}
     for batch in batch_sizes:
-        runtimes = {"mxnet fp32": mx_call(fp32), "mxnet int8": mx_call(int8), "onnxruntime": ort}
+        runtimes = {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused), "mxnet int8": mx_call(int8),
+                    "onnxruntime": ort}
         x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (batch, 3, size, size)).astype(np.float32))
         xn = x.asnumpy()
         reference = gluoncv_reference(name, len(classes))
@@ -155,7 +158,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
         for key, value in latency.items():
             rows[key] = {"ms": value * 1000, "gflops": gflop * batch / value,
                          "vs_gluoncv_fp32": (gcv / value) if gcv else None}
-            print(f"  {key:<14} {value * 1000:9.2f} ms   {gflop * batch / value:6.1f} GFLOP/s   "
+            print(f"  {key:<16} {value * 1000:9.2f} ms   {gflop * batch / value:6.1f} GFLOP/s   "
                   f"fp32/this {base / value:5.2f}x" + (f"   GluonCV fp32/this {gcv / value:5.2f}x" if gcv else ""))
         out["batches"][str(batch)] = rows
     return out

@@ -79,7 +79,7 @@ def markdown(result: Dict[str, Any]) -> str:
             for key, row in rows.items():
                 if key.startswith("gluoncv"):
                     continue
-                target = {"mxnet fp32": ">= 1.2x"}.get(key, ">= 3x (fastest)") if gcv else "-"
+                target = (">= 1.2x" if key.startswith("mxnet fp32") else ">= 3x (fastest)") if gcv else "-"
                 lines.append(f"| inference {key}, {model}, batch {batch} | {row['ms']:.1f} ms, "
                              f"{row['gflops']:.0f} GFLOP/s | "
                              + (f"{gcv['ms']:.1f} ms fp32 ({rows['gluoncv fused']['ms']:.1f} ms fused) | "
