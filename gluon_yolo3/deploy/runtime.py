@@ -47,7 +47,7 @@ class ExportedMXNet:
             warnings.filterwarnings("ignore", message=".*Cannot decide type.*")
             self.net = mx.gluon.SymbolBlock.imports(str(folder / self.info["symbol"]), [self.info["input_name"]],
                                                     str(folder / self.info["params"]), ctx=self.ctx)
-        self.net.hybridize(static_alloc=True)
+        self.net.hybridize(static_alloc=True, static_shape=True)
 
     def __call__(self, x):
         import mxnet as mx
