@@ -96,14 +96,17 @@ class NumpyNMS:
     def greedy(self, values, ids, cand, force: bool) -> np.ndarray:
         """Greedy NMS of candidates sorted by descending value: suppress IoU > iou_thresh (same class
         unless `force`)."""
-        hits = pairwise(cand, cand) > self.iou_thresh          # (K, K): k would suppress j
-        if not force:
-            hits &= ids[:, None] == ids[None, :]
-        alive = np.ones(len(values), dtype=bool)
-        for k in range(len(values)):
-            if alive[k]:
-                alive[k + 1:] &= ~hits[k, k + 1:]
-        return _rows(ids[alive], values[alive], cand[alive])
+        groups = [np.arange(len(values))] if force else [np.flatnonzero(ids == c) for c in np.unique(ids)]
+        keep = []
+        for group in groups:                                    # classes never suppress each other
+            hits = pairwise(cand[group], cand[group]) > self.iou_thresh    # k would suppress j
+            alive = np.ones(len(group), dtype=bool)
+            for k in range(len(group)):
+                if alive[k]:
+                    alive[k + 1:] &= ~hits[k, k + 1:]
+            keep.append(group[alive])
+        keep = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)   # back to descending value
+        return _rows(ids[keep], values[keep], cand[keep])
 
 
 def _rows(ids, values, boxes) -> np.ndarray:
