@@ -10,14 +10,17 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# numpy is pinned in the same command so that nothing upgrades it past MXNet's reach
-	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,test]"
+	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,onnx,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# each demo run gets its own folder, so an earlier run is never overwritten
+DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(VENV)/bin/gluon-yolo3 train recipes/demo_tiny.yaml --workdir runs/demo --progress
-	$(VENV)/bin/gluon-yolo3 eval recipes/demo_tiny.yaml --weights runs/demo --json runs/demo/eval.json
+	$(VENV)/bin/gluon-yolo3 train recipes/demo_tiny.yaml --workdir $(DEMO_DIR)
+	$(VENV)/bin/gluon-yolo3 eval recipes/demo_tiny.yaml --weights $(DEMO_DIR) --json $(DEMO_DIR)/eval.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
