@@ -436,8 +436,8 @@ def darknet_layout(net, normalise: bool = False) -> Layout:
     Darknet layers in cfg order; `normalise` puts the input normalisation layer first."""
     from ..models.backbones.darknet import Darknet53, DarknetTiny
     from ..models.head import YOLOHead
-    from ..models.neck import YOLOv3Neck, YOLOv3TinyNeck
-    from ..models.spp import YOLOv3SPPNeck
+    from ..models.neck import DetectionBlock, YOLOv3Neck, YOLOv3TinyNeck
+    from ..models.spp import SPPDetectionBlock, YOLOv3SPPNeck
     backbone, neck, head = net.backbone, net.neck, net.head
     if not isinstance(head, YOLOHead):
         raise DarknetError(f"Darknet layout: head {type(head).__name__} is not the yolov3 head")
@@ -459,12 +459,15 @@ def darknet_layout(net, normalise: bool = False) -> Layout:
         features = outputs[2:]                      # the C3, C4, C5 layer indices
         n = len(features)
         for k, block in enumerate(neck.blocks):     # coarsest first
+            if type(block) not in (DetectionBlock, SPPDetectionBlock):
+                raise DarknetError(f"Darknet layout: neck {type(neck).__name__} has a {type(block).__name__} "
+                                   f"block, which has no Darknet layers here")
             if k > 0:
                 w.add("route", layers=-4)
                 w.conv(neck.reduces[k - 1])
                 w.add("upsample", stride=2)
                 w.add("route", layers=f"-1, {features[n - 1 - k]}")
-            if arch == "yolov3_spp" and k == 0:
+            if isinstance(block, SPPDetectionBlock):
                 for conv in block.pre:
                     w.conv(conv)
                 for j, size in enumerate(block.spp.pools):
