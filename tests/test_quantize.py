@@ -91,6 +91,19 @@ def test_predict_runs_the_int8_model(quantized, tmp_path):
     assert agree >= 4, found
 
 
+def test_int8_model_loads_in_a_fresh_process(quantized):
+    """Nothing but the deploy runtime imported: the NMS registry must fill itself."""
+    import subprocess
+    import sys
+    _, _, out = quantized
+    code = ("import numpy as np; from gluon_yolo3.deploy.runtime import load_deployed; "
+            f"d = load_deployed({str(out)!r}); ids, scores, boxes = d(np.zeros((1, 3, 64, 64), np.float32)); "
+            "print(d.info['format'], ids.shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "int8 (1, 100, 1)" in result.stdout
+
+
 def test_quantize_rejects_bad_calibration(tmp_path_factory, tmp_path):
     recipe, run = trained_demo(tmp_path_factory)
     result = invoke("quantize", recipe["_file_"], "--weights", run, "--calib", 5000, "--out", tmp_path / "q",
