@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="YOLOv3 for MXNet/Gluon from YAML recipes: train, eval, predict, components.")
+                  help="YOLOv3 for MXNet/Gluon from YAML recipes: train, eval, predict; data checks and anchors; "
+                       "Darknet, GluonCV, MXNet, ONNX and int8 in and out; distributed launch.")
 
 SET_HELP = "Override a recipe value, e.g. --set train.lr=0.01 (value parsed as YAML). Repeatable."
 DEVICES_HELP = "Devices, comma-separated: cpu:0,cpu:1 or gpu:0,gpu:1 (default: the recipe's train.devices)."
