@@ -8,7 +8,6 @@ timeout, and checks that no process of the job is left.
 """
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dist_support import alive, started_pids
 from gluon_yolo3 import api
 from gluon_yolo3.engine.launch import launch
 from gluon_yolo3.engine.trainer import Trainer
@@ -61,22 +61,6 @@ WORKER = textwrap.dedent("""
     np.savez(f"{out}/rank{trainer.rank}.npz", **params)
     print("worker done", trainer.rank, summary["steps"], summary["global_batch"], flush=True)
 """)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:    # a zombie child of ours is not running
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def started_pids(output: str):
-    return [int(p) for p in re.findall(r"launch: started \w+ \d+ \([^,]+, pid (\d+)\)", output)]
 
 
 def run_launcher(args, timeout=150, **kwargs):

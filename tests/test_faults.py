@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dist_support import alive, started_pids
 from gluon_yolo3 import api
 from gluon_yolo3.engine import checkpoint as ckpt
 from gluon_yolo3.engine.trainer import Trainer
@@ -64,22 +65,6 @@ def fault_overrides(plugin, extra=()):
     return TINY + [f"plugins=[{plugin}]", "loss.terms=[{type: xy_bce}, {type: test_fault}]",
                    "train.hybridize=false", "data.train.num_images=16", "train.batch_size=2",
                    "train.epochs=2"] + list(extra)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:    # a zombie child of ours is not running
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def started_pids(output: str):
-    return [int(p) for p in re.findall(r"launch: started \w+ \d+ \([^,]+, pid (\d+)\)", output)]
 
 
 def kill_group(proc):
