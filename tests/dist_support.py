@@ -1,6 +1,15 @@
-"""Helpers the distributed-job tests share: is a process still running, which processes a launcher started."""
+"""Helpers the distributed-job tests share: paths and environment of a job, is a process still running,
+which processes a launcher started."""
 import os
 import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "recipes" / "demo_tiny.yaml")
+PYTHON = sys.executable
+CLI = "from gluon_yolo3.cli import main; main()"      # the console script's entry
+JOB_ENV = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
 
 
 def alive(pid: int) -> bool:

@@ -9,24 +9,17 @@ timeout, and checks that no process of the job is left.
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dist_support import alive, started_pids
+from dist_support import CLI, JOB_ENV, PYTHON, RECIPE, ROOT, alive, started_pids
 from gluon_yolo3 import api
 from gluon_yolo3.engine.launch import launch
 from gluon_yolo3.engine.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "recipes" / "demo_tiny.yaml")
-PYTHON = sys.executable
-CLI = "from gluon_yolo3.cli import main; main()"      # the console script's entry
-JOB_ENV = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
 TINY = ["model.input_size=64", "data.train.image_size=64", "data.val.image_size=64", "data.val.num_images=4",
         "data.num_workers=0", "model.norm.type=frozen", "train.lr=0.005", "train.log_every=1"]
 

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,16 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dist_support import alive, started_pids
+from dist_support import CLI, JOB_ENV, PYTHON, RECIPE, ROOT, alive, started_pids
 from gluon_yolo3 import api
 from gluon_yolo3.engine import checkpoint as ckpt
 from gluon_yolo3.engine.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "recipes" / "demo_tiny.yaml")
-PYTHON = sys.executable
-CLI = "from gluon_yolo3.cli import main; main()"      # the console script's entry
-JOB_ENV = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
 TINY = ["model.input_size=64", "data.train.image_size=64", "data.val.image_size=64", "data.val.num_images=4",
         "data.num_workers=0", "train.val_every=0", "train.lr=0.01", "train.log_every=1"]
 

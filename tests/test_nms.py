@@ -1,11 +1,11 @@
 """ClassAwareNMS against a plain numpy reference."""
-import mxnet as mx
 import numpy as np
 import pytest
 
 from gluon_yolo3.boxes import box_iou
 from gluon_yolo3.postprocess.nms import ClassAwareNMS
 from gluon_yolo3.registry import NMS
+from nms_support import random_inputs, run
 
 
 def reference_nms(boxes, scores, score_thresh, iou_thresh, topk, max_det):
@@ -23,19 +23,6 @@ def reference_nms(boxes, scores, score_thresh, iou_thresh, topk, max_det):
     ids, out_s, out_b = -np.ones(max_det), -np.ones(max_det), -np.ones((max_det, 4))
     ids[:len(kept)], out_s[:len(kept)], out_b[:len(kept)] = c[kept], s[kept], boxes[n[kept]]
     return ids, out_s, out_b
-
-
-def random_inputs(rng, batch, num_boxes, num_classes):
-    xy = rng.uniform(0, 120, (batch, num_boxes, 2))
-    wh = rng.uniform(4, 60, (batch, num_boxes, 2))
-    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
-    scores = (rng.uniform(0, 1, (batch, num_boxes, num_classes)) ** 4).astype(np.float32)
-    return boxes, scores
-
-
-def run(net, boxes, scores):
-    ids, s, b = net(mx.nd.array(boxes), mx.nd.array(scores))
-    return ids.asnumpy(), s.asnumpy(), b.asnumpy()
 
 
 def check_against_reference(net, boxes, scores):

@@ -13,6 +13,7 @@ import pytest
 from gluon_yolo3.boxes import box_iou
 from gluon_yolo3.postprocess.nms import ClassAgnosticNMS, ClassAwareNMS, DIoUNMS, SoftNMS
 from gluon_yolo3.registry import NMS
+from nms_support import random_inputs, run
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -97,19 +98,6 @@ def reference_soft_nms(boxes, scores, score_thresh, iou_thresh, topk, max_det, m
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
-
-def random_inputs(rng, batch, num_boxes, num_classes):
-    xy = rng.uniform(0, 120, (batch, num_boxes, 2))
-    wh = rng.uniform(4, 60, (batch, num_boxes, 2))
-    boxes = np.concatenate([xy, xy + wh], axis=-1).astype(np.float32)
-    scores = (rng.uniform(0, 1, (batch, num_boxes, num_classes)) ** 4).astype(np.float32)
-    return boxes, scores
-
-
-def run(net, boxes, scores):
-    ids, s, b = net(mx.nd.array(boxes), mx.nd.array(scores))
-    return ids.asnumpy(), s.asnumpy(), b.asnumpy()
-
 
 def check(net, boxes, scores, reference, score_atol=1e-7):
     ids, s, b = run(net, boxes, scores)
