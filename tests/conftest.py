@@ -10,3 +10,12 @@ def bccd_root():
     if not (root / "Annotations").is_dir():
         pytest.skip(f"BCCD dataset not found at {root}")
     return root
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """Run from a folder unrelated to the recipes, so that relative paths cannot resolve from cwd."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd

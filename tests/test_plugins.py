@@ -43,14 +43,6 @@ def isolated(monkeypatch):
     monkeypatch.setattr(plugins, "_loaded", dict(plugins._loaded))
 
 
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
 def read_metrics(run_dir: Path):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

@@ -17,15 +17,6 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    """Run from a folder unrelated to the recipes, so that relative paths cannot resolve from cwd."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
 # ---- inheritance -------------------------------------------------------------------------------------
 
 def test_single_base_as_string_relative_to_recipe_folder(tmp_path, elsewhere):
