@@ -1,2 +1,5 @@
 """gluon-yolo3: a YOLOv3 detector for MXNet/Gluon built from registered, swappable parts."""
+from .threads import use_physical_cores
+
+use_physical_cores()        # before anything imports MXNet: see threads.py
 __version__ = "0.1.0"
