@@ -63,7 +63,8 @@ def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
     net = build_detector(recipe, len(classes))
     path = find_weights(weights)
     try:
-        net.load_parameters(str(path), ctx=contexts)
+        # cast_dtype: float16 storage (zoo folders) loads into the float32 network
+        net.load_parameters(str(path), ctx=contexts, cast_dtype=True, dtype_source="current")
     except (AssertionError, mx.base.MXNetError, ValueError) as err:
         raise ValueError(f"weights '{path}' do not fit the recipe's model "
                          f"({recipe['model']['backbone']['type']}, {len(classes)} classes): "

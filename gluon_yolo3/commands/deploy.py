@@ -1,4 +1,4 @@
-"""Interop and deployment verbs: import-darknet, export-darknet, export (mxnet | onnx), quantize (int8)."""
+"""Interop and deployment verbs: import-darknet, export-darknet, export (mxnet | onnx), quantize (int8), pack."""
 from __future__ import annotations
 
 import json
@@ -100,3 +100,20 @@ def quantize(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         fail(err)
     _echo(summary)
     typer.echo(f"next: gluon-yolo3 eval {recipe} --weights {weights} --deployed {out}")
+
+
+@app.command("pack")
+def pack(recipe: Path = typer.Argument(..., help="Recipe YAML file (a run folder's recipe.yaml reproduces the run)."),
+         weights: Path = typer.Option(..., help=WEIGHTS_HELP),
+         out: Path = typer.Option(..., help="Zoo folder for model.params, recipe.yaml and SHA256SUMS."),
+         dtype: str = typer.Option("float16", help="Storage type of the weights: float16 (half the bytes) or "
+                                                   "float32."),
+         set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
+    """Pack weights for a model zoo: float16 storage, the recipe, and sha256 sums checked on load."""
+    from gluon_yolo3.deploy.zoo import pack as run
+    try:
+        summary = run(_recipe(recipe, set_), weights, out, dtype=dtype)
+    except KNOWN_ERRORS as err:
+        fail(err)
+    _echo(summary)
+    typer.echo(f"next: gluon-yolo3 eval {out / 'recipe.yaml'} --weights {out}")

@@ -87,10 +87,16 @@ class CheckpointManager:
 
 
 def find_weights(path: str | Path) -> Path:
-    """A `.params` file, or a run folder (-> its best, else its last checkpoint)."""
+    """A `.params` file, a zoo folder (-> its model.params, checked against its SHA256SUMS), or a run
+    folder (-> its best, else its last checkpoint)."""
     path = Path(path)
     if path.is_file():
         return path
+    if path.is_dir() and (path / "model.params").is_file():
+        if (path / "SHA256SUMS").is_file():
+            from ..deploy.zoo import verify
+            verify(path)
+        return path / "model.params"
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         best = folder / "best.params"

@@ -1,0 +1,67 @@
+"""Model-zoo folders: weights stored in float16 (half the bytes), the recipe, and their sha256.
+
+A zoo folder holds `model.params` (the weights, cast to `dtype`; loading casts back to the network's
+float32), `recipe.yaml` (the resolved recipe the weights belong to) and `SHA256SUMS` (`sha256sum -c`
+format). `--weights FOLDER` finds `model.params` and checks it against SHA256SUMS first, so a truncated
+or replaced file fails with its name instead of loading wrong weights.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import mxnet as mx
+import numpy as np
+
+from ..engine.checkpoint import atomic_write, atomic_write_text, find_weights
+from ..recipe import resolved_yaml
+
+PARAMS, RECIPE, SUMS = "model.params", "recipe.yaml", "SHA256SUMS"
+DTYPES = ("float16", "float32")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pack(recipe: Mapping[str, Any], weights, out, dtype: str = "float16") -> Dict[str, Any]:
+    """Write a zoo folder `out` for `weights` (a .params file or a run folder) of `recipe`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    source = find_weights(weights)
+    arrays = mx.nd.load(str(source))
+    if not isinstance(arrays, dict) or not arrays:
+        raise ValueError(f"weights '{source}' hold no named parameters (not a Gluon .params file)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cast = {name: value.astype(dtype) if np.dtype(value.dtype).kind == "f" else value for name, value in arrays.items()}
+    atomic_write(out / PARAMS, lambda tmp: mx.nd.save(tmp, cast))
+    atomic_write_text(out / RECIPE, resolved_yaml(recipe))
+    sums = {name: sha256(out / name) for name in (PARAMS, RECIPE)}
+    atomic_write_text(out / SUMS, "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    return {"folder": str(out), "params": str(out / PARAMS), "source": str(source), "dtype": dtype,
+            "bytes": (out / PARAMS).stat().st_size, "sha256": sums}
+
+
+def verify(folder) -> Dict[str, str]:
+    """Check every file SHA256SUMS names in `folder`; ValueError naming the first that differs."""
+    folder = Path(folder)
+    checked = {}
+    for line in (folder / SUMS).read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        path = folder / name.lstrip("*")
+        if not path.is_file():
+            raise ValueError(f"{folder / SUMS}: lists '{name}', which is missing")
+        actual = sha256(path)
+        if actual != digest:
+            raise ValueError(f"{path}: sha256 {actual} differs from {digest} in {folder / SUMS} "
+                             "(damaged or replaced file)")
+        checked[name] = digest
+    return checked
