@@ -28,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
 import mxnet as mx  # noqa: E402
 from mxnet import gluon  # noqa: E402
 
@@ -82,14 +83,21 @@ class Decoded(gluon.data.Dataset):
         return mx.nd.array(image, dtype="uint8"), label
 
 
-def gluoncv_loader(dataset, size, batch_size, workers):
-    from gluoncv.data.batchify import Pad, Stack, Tuple
-    from gluoncv.data.transforms.presets.yolo import YOLO3DefaultTrainTransform
+def gluoncv_net(classes):
+    """GluonCV's `yolo3_darknet53_custom` for `classes` (random weights, nothing downloaded)."""
     from gluoncv.model_zoo import yolo3_darknet53_custom
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = yolo3_darknet53_custom(list(dataset.classes), pretrained_base=False)
+        net = yolo3_darknet53_custom(list(classes), pretrained_base=False)
         net.initialize()
+    return net
+
+
+def gluoncv_loader(dataset, size, batch_size, workers, net=None):
+    """GluonCV's training loader as its train_yolo3.py builds it; `net` gives the anchors of its targets."""
+    from gluoncv.data.batchify import Pad, Stack, Tuple
+    from gluoncv.data.transforms.presets.yolo import YOLO3DefaultTrainTransform
+    net = net if net is not None else gluoncv_net(dataset.classes)
     transform = YOLO3DefaultTrainTransform(size, size, net, mean=MEAN, std=STD)
     batchify = Tuple(*([Stack() for _ in range(6)] + [Pad(axis=0, pad_val=-1) for _ in range(1)]))
     return gluon.data.DataLoader(Decoded(dataset).transform(transform), batch_size, shuffle=True,

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
 import mxnet as mx  # noqa: E402
 
 from gluon_yolo3 import api  # noqa: E402
@@ -116,7 +117,7 @@ def mx_call(net):
     return call
 
 
-def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
+def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), gluoncv_only: bool = False):
     title, overrides = MODELS[name]
     recipe = api.load(REPO / "recipes/demo_tiny.yaml", overrides + [
         "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
@@ -128,17 +129,18 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
     net(mx.nd.zeros((1, 3, size, size)))
     weights = folder / f"{name}.params"
     net.save_parameters(str(weights))
-    fp32 = api.load_detector(recipe, weights, classes=classes)
-    fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
-    quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
-    int8 = load_quantized(folder / f"{name}_int8")
-    onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
-    ort = OnnxDetector(onnx_path, spinning=False)
+    if not gluoncv_only:
+        fp32 = api.load_detector(recipe, weights, classes=classes)
+        fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
+        quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
+        int8 = load_quantized(folder / f"{name}_int8")
+        onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
+        ort = OnnxDetector(onnx_path, spinning=False)
     gflop = conv_gflop(api.build(recipe, len(classes)), size)
     out = {"title": title, "gflop_per_image": gflop, "batches": {}}
     for batch in batch_sizes:
-        runtimes = {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused), "mxnet int8": mx_call(int8),
-                    "onnxruntime": ort}
+        runtimes = {} if gluoncv_only else {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused),
+                                            "mxnet int8": mx_call(int8), "onnxruntime": ort}
         x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (batch, 3, size, size)).astype(np.float32))
         xn = x.asnumpy()
         reference = gluoncv_reference(name, len(classes))
@@ -152,7 +154,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,)):
         latency = {k: min(v) for k, v in results.items()}
         print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "
               f"{gflop:.3g} GFLOP per image")
-        base = latency["mxnet fp32"]
+        base = latency.get("mxnet fp32", latency["gluoncv fp32"])
         gcv = latency.get("gluoncv fp32")
         rows = {}
         for key, value in latency.items():
@@ -170,14 +172,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="rounds alternating the runtimes")
     parser.add_argument("--only", choices=sorted(MODELS), help="benchmark one model only")
     parser.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    parser.add_argument("--gluoncv-only", action="store_true",
+                        help="GluonCV's darknet53 alone (run_all.py: GluonCV at MXNet's default thread count)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}")
+    print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}, "
+          f"OMP threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     out = {}
+    names = ["darknet53"] if args.gluoncv_only else [args.only] if args.only else list(MODELS)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ([args.only] if args.only else list(MODELS)):
-            out[name] = bench(name, args.runs, args.rounds, Path(tmp), batch_sizes)
+        for name in names:
+            out[name] = bench(name, args.runs, args.rounds, Path(tmp), batch_sizes, args.gluoncv_only)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out

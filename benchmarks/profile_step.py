@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("MXNET_EXEC_BULK_EXEC_TRAIN", "0")
 os.environ.setdefault("MXNET_EXEC_BULK_EXEC_INFERENCE", "0")
 
+import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
 import mxnet as mx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -7,6 +7,12 @@ Each benchmark runs in its own process (one after the other, never side by side)
 table, and hands its figures back as JSON; this script gathers them with the date and the machine (CPU
 model from /proc/cpuinfo, cores) into `benchmarks/results/<YYYY-MM-DD>.json` and a markdown table
 `benchmarks/results/<YYYY-MM-DD>.md`. Every ratio is from this one run on this one machine.
+
+Threads: ours and GluonCV share each benchmark process, so every ratio in the main table compares them
+at the same OpenMP thread count, the one gluon_yolo3 sets (one per physical core, threads.py). MXNet
+left alone uses half the logical CPUs; where that differs (cores without hyper-threads), GluonCV is
+also timed alone in a process with MXNet's default, and a second table gives ours / GluonCV "as
+installed": what a user of each package gets without setting OMP_NUM_THREADS.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 TARGETS = {"train": 1.25, "infer_fp32": 1.2, "infer_fastest": 3.0, "data": 3.0}
 
 
@@ -36,16 +43,18 @@ def machine() -> Dict[str, Any]:
                 break
     except OSError:
         pass
+    from gluon_yolo3.threads import physical_cores
     import mxnet as mx
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "mxnet": mx.__version__, "platform": platform.platform()}
+    return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform()}
 
 
-def run(script: str, args: List[str]) -> str:
-    """Run one benchmark script with this interpreter; echo and return its stdout."""
+def run(script: str, args: List[str], threads: int) -> str:
+    """Run one benchmark script with this interpreter and `threads` OpenMP threads; echo, return stdout."""
     cmd = [sys.executable, str(HERE / script)] + args
-    print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    print(f"\n$ OMP_NUM_THREADS={threads} {' '.join(cmd[1:])}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     print(proc.stdout, flush=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -67,12 +76,16 @@ def markdown(result: Dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"# Benchmarks, {result['date']}" + (" (quick)" if result["quick"] else ""), "",
              f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}.",
-             f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run.", "",
+             f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run, both "
+             f"sides at {result['threads']} OpenMP threads.", "",
              "| benchmark | ours | GluonCV | ratio | target |", "|---|---|---|---|---|"]
-    for name, row in result["train_step"].items():
-        lines.append(f"| training step, {name}, batch 8, 320 px | {row['ours_img_s']:.2f} img/s | "
-                     f"{row['gluoncv_img_s']:.2f} img/s (darknet53) | {row['ratio']:.2f}x | "
-                     f"{'>= 1.25x' if name == 'darknet53' else '-'} |")
+    pipe = result["train_step"]["pipeline"]
+    lines.append(f"| training, data pipeline included ({pipe['workers']} workers), darknet53, batch 8, 320 px | "
+                 f"{pipe['ours_img_s']:.2f} img/s | {pipe['gluoncv_img_s']:.2f} img/s | {pipe['ratio']:.2f}x | "
+                 ">= 1.25x |")
+    for name, row in result["train_step"]["step"].items():
+        lines.append(f"| training step only (decoded batch), {name}, batch 8, 320 px | {row['ours_img_s']:.2f} "
+                     f"img/s | {row['gluoncv_img_s']:.2f} img/s (darknet53) | {row['ratio']:.2f}x | - |")
     for model, block in result["inference"].items():
         for batch, rows in block["batches"].items():
             gcv = rows.get("gluoncv fp32")
@@ -90,6 +103,22 @@ def markdown(result: Dict[str, Any]) -> str:
                      f"{d['gluoncv_img_s']:.1f} img/s | {d['ratio']:.2f}x | >= 3x |")
     lines += ["", "GFLOP per image (convolutions, 2 x multiply-adds): "
               + ", ".join(f"{k} {v['gflop_per_image']:.2f}" for k, v in result["inference"].items()), ""]
+    default = result.get("gluoncv_default_threads")
+    if default:
+        lines += [f"As installed: ours at {result['threads']} OpenMP threads (gluon_yolo3's default) against "
+                  f"GluonCV alone in a process at MXNet's default of {default['threads']} thread(s).", "",
+                  "| benchmark | ours | GluonCV, MXNet's default threads | ratio |", "|---|---|---|---|"]
+        ours, gcv = result["train_step"]["pipeline"], default["pipeline"]
+        lines.append(f"| training, data pipeline included, darknet53, batch 8, 320 px | "
+                     f"{ours['ours_img_s']:.2f} img/s | {gcv['gluoncv_img_s']:.2f} img/s | "
+                     f"{ours['ours_img_s'] / gcv['gluoncv_img_s']:.2f}x |")
+        for batch, rows in default["inference"]["darknet53"]["batches"].items():
+            gms = rows["gluoncv fp32"]["ms"]
+            for key, row in result["inference"]["darknet53"]["batches"][batch].items():
+                if not key.startswith("gluoncv"):
+                    lines.append(f"| inference {key}, darknet53, batch {batch} | {row['ms']:.1f} ms | "
+                                 f"{gms:.1f} ms fp32 | {gms / row['ms']:.2f}x |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -99,16 +128,26 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for <date>.json and .md")
     args = parser.parse_args(argv)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    result: Dict[str, Any] = {"date": date, "quick": args.quick, "machine": machine(),
+    info = machine()
+    threads = int(os.environ.get("OMP_NUM_THREADS") or info["physical_cores"] or 1)
+    mxnet_default = max(1, (os.cpu_count() or 2) // 2)
+    result: Dict[str, Any] = {"date": date, "quick": args.quick, "machine": info, "threads": threads,
                               "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "")}
+    train_args = ["--quick"] if args.quick else []
+    infer_args = ["--runs", "3", "--rounds", "1"] if args.quick else ["--runs", "10", "--rounds", "2"]
     with tempfile.TemporaryDirectory() as tmp:
         train_json, infer_json = Path(tmp) / "train.json", Path(tmp) / "infer.json"
-        run("train_step.py", (["--quick"] if args.quick else []) + ["--json", str(train_json)])
+        run("train_step.py", train_args + ["--pipeline", "--json", str(train_json)], threads)
         result["train_step"] = json.loads(train_json.read_text())
-        run("inference.py", (["--runs", "3", "--rounds", "1"] if args.quick else ["--runs", "10", "--rounds", "2"])
-            + ["--json", str(infer_json)])
+        run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())
-    text = run("data_pipeline.py", ["--batches", "8", "--rounds", "1"] if args.quick else [])
+        if mxnet_default != threads:
+            run("train_step.py", train_args + ["--gluoncv-only", "--json", str(train_json)], mxnet_default)
+            run("inference.py", infer_args + ["--gluoncv-only", "--json", str(infer_json)], mxnet_default)
+            result["gluoncv_default_threads"] = {"threads": mxnet_default,
+                                                 "pipeline": json.loads(train_json.read_text())["pipeline"],
+                                                 "inference": json.loads(infer_json.read_text())}
+    text = run("data_pipeline.py", ["--batches", "8", "--rounds", "1"] if args.quick else [], threads)
     result["data_pipeline"] = data_figures(text)
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(result)

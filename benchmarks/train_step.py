@@ -19,6 +19,15 @@ round's median counts. The ratio is ours / GluonCV; darknet_tiny's ratio is agai
 GluonCV darknet53 (a different, much smaller network: it says what the tiny recipe buys, not that
 our Darknet-53 is faster). Our synthetic data has 3 classes, GluonCV's VOC head 20 (the 1x1 output
 convolutions differ: under 0.5 % of the FLOPs).
+
+`--pipeline` times whole training iterations instead, data pipeline included (the issue's training
+target): both sides read the same images (BCCD when found, else synthetic) through their own DataLoader
+with the same number of worker processes, the same augmentation (data_pipeline.py's set: colour jitter,
+expand, IoU crop, resize, flip) and their own target encoding, at batch 8 and 320 px, on darknet53 with
+3 classes on both sides; the worker processes share the two cores with the maths, as in a real run.
+Images per second = images / wall time of `--repeats` iterations after `--warmup`, waits for data
+included. `--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
+default thread count).
 """
 from __future__ import annotations
 
@@ -37,10 +46,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
+from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa: E402
 from gluon_yolo3 import api  # noqa: E402
+from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
 from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
 
 MODELS = {
@@ -110,6 +122,93 @@ def gluoncv_step(images: np.ndarray):
     return step
 
 
+def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path):
+    """Ours, data pipeline included: -> (make_iter(): a fresh epoch of batches, step(batch))."""
+    recipe = api.load(REPO / MODELS["darknet53"][0], [
+        f"data.train={{type: synthetic, split: train, num_images: {2 * batch}, image_size: {size}}}",
+        f"data.val={{type: synthetic, split: val, num_images: 4, image_size: {size}}}",
+        f"data.transforms={json.dumps(OURS)}", "data.resize=resize",
+        "data.multi_scale={min_size: null, max_size: null}", "data.num_workers=0",
+        f"model.input_size={size}", f"train.batch_size={batch}", "train.devices=cpu", "train.hybridize=true",
+        "train.ema=null"])
+    trainer = Trainer(recipe, folder / "pipeline", progress=False, log=lambda *_: None)
+    trainer.setup()
+    assigner = build_assigner(recipe, trainer.net.anchors, trainer.net.strides, len(dataset.classes))
+    samples, sampler, batches = build_train_batches(recipe, dataset, assigner, batch, seed=0)
+    loader = gluon.data.DataLoader(samples, batch_sampler=batches, num_workers=workers)
+    epochs = iter(range(10 ** 6))
+
+    def make_iter():
+        sampler.set_epoch(next(epochs))
+        return iter(loader)
+
+    def step(item):
+        trainer.train_step(*item)                    # ends in the loss terms' asnumpy: a full sync
+    return make_iter, step
+
+
+def gluoncv_iteration(dataset, size: int, batch: int, workers: int):
+    """GluonCV's train_yolo3.py iteration, data pipeline included: -> (make_iter, step(batch))."""
+    net = gluoncv_net(dataset.classes)
+    loader = gluoncv_loader(dataset, size, batch, workers, net=net)
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "wd": 0.0005,
+                                                          "momentum": 0.9})
+    ctx = mx.cpu()
+
+    def step(item):
+        x = item[0].as_in_context(ctx)                # its batchify gives cpu_shared arrays
+        fixed = [t.as_in_context(ctx) for t in item[1:6]]
+        gt = item[6].as_in_context(ctx)
+        width = max(100, gt.shape[1])                 # one width for every batch, as static_shape wants
+        if gt.shape[1] < width:
+            gt = mx.nd.concat(gt, -mx.nd.ones((gt.shape[0], width - gt.shape[1], 4)), dim=1)
+        with autograd.record():
+            obj, center, scale, cls = net(x, gt, *fixed)
+            total = obj + center + scale + cls
+        autograd.backward(total)
+        trainer.step(batch)
+        mx.nd.waitall()
+    return (lambda: iter(loader)), step
+
+
+def iterations_per_second(make_iter, step, batch: int, repeats: int, warmup: int) -> float:
+    """Images per second over `repeats` iterations (data wait + step) after `warmup` ones."""
+    done, start = 0, None
+    while True:
+        for item in make_iter():
+            step(item)
+            done += 1
+            if done == warmup:
+                start = time.perf_counter()
+            elif done == warmup + repeats:
+                return repeats * batch / (time.perf_counter() - start)
+
+
+def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeats: int = 5, warmup: int = 2,
+                 rounds: int = 2, gluoncv_only: bool = False) -> Dict[str, float]:
+    """Training iterations with the data pipeline: -> {"ours_img_s", "gluoncv_img_s", "ratio", ...}."""
+    dataset, what = load_images(root, size, count=batch * (repeats + warmup + 1))
+    threads = os.environ.get("OMP_NUM_THREADS", "MXNet's default")
+    print(f"training iterations with the data pipeline: darknet53, batch {batch}, {size}x{size}, {workers} "
+          f"workers each, OMP threads {threads}; data: {what}")
+    sides = {"gluoncv": gluoncv_iteration(dataset, size, batch, workers)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not gluoncv_only:
+            sides["ours"] = our_iteration(dataset, size, batch, workers, Path(tmp))
+        best = {k: 0.0 for k in sides}
+        for r in range(rounds):
+            for key, (make_iter, step) in sides.items():
+                best[key] = max(best[key], iterations_per_second(make_iter, step, batch, repeats, warmup))
+                print(f"  round {r + 1}: {key:<8} {best[key]:6.2f} images/s (best so far)", flush=True)
+    out = {"gluoncv_img_s": best["gluoncv"], "threads": threads, "workers": workers, "data": what}
+    if not gluoncv_only:
+        out.update(ours_img_s=best["ours"], ratio=best["ours"] / best["gluoncv"])
+        print(f"  ours {best['ours']:.2f} images/s, GluonCV {best['gluoncv']:.2f} images/s, "
+              f"ratio {out['ratio']:.2f}x (target >= 1.25x)")
+    return out
+
+
 def timed(step: Callable[[], None], repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         step()
@@ -156,13 +255,26 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="rounds alternating ours and GluonCV")
     parser.add_argument("--quick", action="store_true", help="3 steps, 1 warm-up step, 1 round")
     parser.add_argument("--only", choices=sorted(MODELS), help="one of our models only")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="also time whole iterations with each side's data pipeline (darknet53)")
+    parser.add_argument("--pipeline-only", action="store_true", help="only the --pipeline figures")
+    parser.add_argument("--gluoncv-only", action="store_true", help="--pipeline-only, GluonCV's side alone")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="--pipeline: DataLoader worker processes on each side")
+    parser.add_argument("--root", type=Path, default=REPO.parent / "shared/datasets/BCCD",
+                        help="--pipeline: VOC folder (default: BCCD beside the checkout); synthetic if absent")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.rounds = 3, 1, 1
     models = [args.only] if args.only else list(MODELS)
     print(f"mxnet {mx.__version__}, OMP threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
-    out = run(models, args.size, args.batch_size, args.repeats, args.warmup, args.rounds)
+    out = {}
+    if not (args.pipeline_only or args.gluoncv_only):
+        out["step"] = run(models, args.size, args.batch_size, args.repeats, args.warmup, args.rounds)
+    if args.pipeline or args.pipeline_only or args.gluoncv_only:
+        out["pipeline"] = run_pipeline(args.root, args.size, args.batch_size, args.workers, args.repeats,
+                                       args.warmup, args.rounds, gluoncv_only=args.gluoncv_only)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out
