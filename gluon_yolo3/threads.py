@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+SYSFS_CPU = Path("/sys/devices/system/cpu")
+
 
 def physical_cores() -> Optional[int]:
     """Distinct physical cores among the CPUs this process may use; None where Linux's topology is absent."""
@@ -24,7 +26,7 @@ def physical_cores() -> Optional[int]:
         return None
     cores = set()
     for cpu in cpus:
-        path = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        path = SYSFS_CPU / f"cpu{cpu}" / "topology" / "thread_siblings_list"
         try:
             cores.add(path.read_text().strip())
         except OSError:
