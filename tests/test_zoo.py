@@ -2,6 +2,7 @@
 float16 rounding, sha256 sums written in `sha256sum -c` format and checked on load."""
 import hashlib
 import json
+import os
 import re
 
 import mxnet as mx
@@ -90,3 +91,11 @@ def test_unknown_dtype_is_an_error(packed, tmp_path):
     result = invoke("pack", recipe["_file_"], "--weights", run, "--out", tmp_path / "z", "--dtype", "int4",
                     *sets(DEMO_SETS))
     assert result.exit_code != 0 and "float16" in result.output
+
+
+def test_written_files_get_the_umasks_mode_not_mkstemps_0600(packed):
+    _, _, out = packed
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.params", "recipe.yaml", "SHA256SUMS"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

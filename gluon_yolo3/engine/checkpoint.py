@@ -19,6 +19,10 @@ from typing import Any, Callable, Dict, Optional
 import mxnet as mx
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[str], None]):
     """Call `write(tmp_path)` then rename tmp over `path` (same folder, so the rename is atomic)."""
     path = Path(path)
@@ -29,6 +33,7 @@ def atomic_write(path: Path, write: Callable[[str], None]):
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; a plain open() would give this
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
