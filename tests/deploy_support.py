@@ -30,13 +30,6 @@ def trained_demo(tmp_path_factory):
     return _TRAINED["run"]
 
 
-def sets(items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
-
-
 # ------------------------------------------------------------------------------------ Darknet files
 
 def cfg_sections(text: str):

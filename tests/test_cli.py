@@ -5,10 +5,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-from typer.testing import CliRunner
+from cli_support import invoke, sets
 
 from gluon_yolo3 import components
-from gluon_yolo3.cli import app
 from gluon_yolo3.data.synthetic import SyntheticShapes
 from gluon_yolo3.registry import ALL
 
@@ -17,17 +16,6 @@ RECIPE = str(REPO / "recipes/demo_tiny.yaml")
 TINY = ["data.train.num_images=16", "data.val.num_images=8", "train.batch_size=8", "train.epochs=1",
         "model.input_size=64", "data.train.image_size=64", "data.val.image_size=64", "data.num_workers=0"]
 CLASSES = ("circle", "square", "triangle")
-
-
-def sets(items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_support import invoke
+from deploy_support import DARKNET_CFGS, DEMO_SETS, random_weights, small_cfg, trained_demo, write_darknet_weights
 
-from deploy_support import (DARKNET_CFGS, DEMO_SETS, random_weights, small_cfg, trained_demo,
-                            write_darknet_weights)
 from gluon_yolo3 import api, components
-from gluon_yolo3.cli import app
 from gluon_yolo3.deploy import darknet as dk
 from gluon_yolo3.recipe import DEFAULTS, merge
 
 OPENCV_THRESH = 0.2   # OpenCV's region layer zeroes class probabilities at or below this
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def sigmoid(v):

@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_support import invoke, sets
+from test_datasets_formats import write_coco, write_yolo
 
-from gluon_yolo3.cli import app
 from gluon_yolo3.data import cache as cache_mod
 from gluon_yolo3.data.check import check_dataset, kmeans_anchors, mean_best_iou, recipe_anchors
 from gluon_yolo3.data.voc import VOCDetection
-from test_datasets_formats import write_coco, write_yolo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,14 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache_mod.ENV_VAR, str(tmp_path / "cache"))
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def sets(items):
-    return [x for item in items for x in ("--set", item)]
 
 
 def test_data_check_on_bccd_counts_and_names_the_zero_area_boxes(bccd_root, tmp_path):

@@ -7,9 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_support import invoke, sets
 
-from gluon_yolo3.cli import app
 from gluon_yolo3.data import cache as cache_mod
 from gluon_yolo3.data import coco as coco_mod
 from gluon_yolo3.data import yolo_txt as yolo_mod
@@ -267,17 +266,9 @@ TINY = ["model.input_size=64", "train.batch_size=4", "train.epochs=1", "data.num
         "train.val_every=1"]
 
 
-def sets(items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
-
-
 def train_cli(tmp_path, overrides, recipe="recipes/demo_tiny.yaml"):
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(REPO / recipe), "--workdir", str(run_dir), "--no-progress",
-                                      *sets(TINY + overrides)])
+    result = invoke("train", REPO / recipe, "--workdir", run_dir, "--no-progress", *sets(TINY + overrides))
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(x["kind"] == "train" and np.isfinite(x["loss"]) for x in lines)

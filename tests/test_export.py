@@ -8,18 +8,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from typer.testing import CliRunner
+from cli_support import invoke, sets
+from deploy_support import DEMO_SETS, trained_demo
 
-from deploy_support import DEMO_SETS, sets, trained_demo
 from gluon_yolo3 import api, components
-from gluon_yolo3.cli import app
 from gluon_yolo3.deploy.export import DecodedOutputs
 from gluon_yolo3.deploy.numpy_nms import build_numpy_nms
 from gluon_yolo3.registry import NMS
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,13 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_support import invoke, sets
+from deploy_support import DEMO_SETS, trained_demo
 
-from deploy_support import DEMO_SETS, sets, trained_demo
 from gluon_yolo3 import api
-from gluon_yolo3.cli import app
 from gluon_yolo3.deploy.quantize import calibration_images, load_quantized
 
 MAX_MAP_DROP = 0.05
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +67,7 @@ def test_eval_reports_int8_map_beside_fp32(quantized, tmp_path):
 
 def test_predict_runs_the_int8_model(quantized, tmp_path):
     import cv2
+
     from gluon_yolo3.data.synthetic import SyntheticShapes
     recipe, run, out = quantized
     data = SyntheticShapes(num_images=6, image_size=64, split="val", min_size=0.25, clutter=False)

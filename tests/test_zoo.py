@@ -8,16 +8,11 @@ import re
 import mxnet as mx
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_support import invoke, sets
+from deploy_support import DEMO_SETS, trained_demo
 
-from deploy_support import DEMO_SETS, sets, trained_demo
 from gluon_yolo3 import api
-from gluon_yolo3.cli import app
 from gluon_yolo3.engine.checkpoint import find_weights
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
