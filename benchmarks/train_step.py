@@ -108,18 +108,25 @@ def gluoncv_step(images: np.ndarray):
         gt[i, :s[6].shape[0]] = s[6].asnumpy()
     gt_boxes = mx.nd.array(gt)
     x = mx.nd.array(images)
+    update = gluoncv_update(net, batch)
+    return lambda: update(x, gt_boxes, fixed)
+
+
+def gluoncv_update(net, batch: int):
+    """Hybridize GluonCV's `net` and give its train_yolo3.py update: -> update(x, gt_boxes, fixed targets),
+    forward with its own loss, backward, SGD step (momentum 0.9, wd 5e-4), waited for."""
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "wd": 0.0005,
                                                           "momentum": 0.9})
 
-    def step():
+    def update(x, gt_boxes, fixed):
         with autograd.record():
             obj, center, scale, cls = net(x, gt_boxes, *fixed)
             total = obj + center + scale + cls
         autograd.backward(total)
         trainer.step(batch)
         mx.nd.waitall()
-    return step
+    return update
 
 
 def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path):
@@ -151,9 +158,7 @@ def gluoncv_iteration(dataset, size: int, batch: int, workers: int):
     """GluonCV's train_yolo3.py iteration, data pipeline included: -> (make_iter, step(batch))."""
     net = gluoncv_net(dataset.classes)
     loader = gluoncv_loader(dataset, size, batch, workers, net=net)
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "wd": 0.0005,
-                                                          "momentum": 0.9})
+    update = gluoncv_update(net, batch)
     ctx = mx.cpu()
 
     def step(item):
@@ -163,12 +168,7 @@ def gluoncv_iteration(dataset, size: int, batch: int, workers: int):
         width = max(100, gt.shape[1])                 # one width for every batch, as static_shape wants
         if gt.shape[1] < width:
             gt = mx.nd.concat(gt, -mx.nd.ones((gt.shape[0], width - gt.shape[1], 4)), dim=1)
-        with autograd.record():
-            obj, center, scale, cls = net(x, gt, *fixed)
-            total = obj + center + scale + cls
-        autograd.backward(total)
-        trainer.step(batch)
-        mx.nd.waitall()
+        update(x, gt, fixed)
     return (lambda: iter(loader)), step
 
 
