@@ -305,6 +305,7 @@ def test_train_one_epoch_on_bccd_through_the_cli(bccd_root, tmp_path):
     (root / "ImageSets/Main/trainval.txt").write_text("\n".join(present[:8]) + "\n")
     (root / "ImageSets/Main/test.txt").write_text("\n".join(present[8:]) + "\n")
     _, lines = train_cli(tmp_path, [f"data.train.root={root}", f"data.val.root={root}",
-                                    "model.input_size=128"], recipe="recipes/bccd_tiny.yaml")
+                                    "model.input_size=128", "data.multi_scale.min_size=null",
+                                    "data.multi_scale.max_size=null"], recipe="recipes/bccd_tiny.yaml")
     val = [x for x in lines if x["kind"] == "val"][-1]
     assert set(val["per_class"]) == {"Platelets", "RBC", "WBC"}
