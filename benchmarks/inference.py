@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
 from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
 from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
+from gluon_yolo3.evaluation.speed import conv_gflop, median_seconds  # noqa: E402
 
 COCO_ANCHORS = "[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]"
 MODELS = {
@@ -80,35 +80,6 @@ def gluoncv_fused(name: str, num_classes: int, x):
         return None
     net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
     return net
-
-
-def conv_gflop(net, size: int) -> float:
-    """GFLOP (2 x multiply-adds) of every convolution of `net` for one `size` x `size` image."""
-    sym = net(mx.sym.var("data"))
-    sym = mx.sym.Group(list(sym)) if isinstance(sym, (list, tuple)) else sym
-    internals = sym.get_internals()
-    _, shapes, _ = internals.infer_shape(data=(1, 3, size, size))
-    out_shape = dict(zip(internals.list_outputs(), shapes))
-    arg_shape = dict(zip(sym.list_arguments(), sym.infer_shape(data=(1, 3, size, size))[0]))
-    nodes = json.loads(sym.tojson())["nodes"]
-    total = 0.0
-    for node in nodes:
-        if node["op"] == "Convolution":
-            weight = arg_shape[nodes[node["inputs"][1][0]]["name"]]
-            out = out_shape[node["name"] + "_output"]
-            total += 2.0 * float(np.prod(weight)) * out[2] * out[3]
-    return total / 1e9
-
-
-def timed(call, x, runs: int) -> float:
-    for _ in range(3):
-        call(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def mx_call(net):
@@ -150,11 +121,12 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
         results = {k: [] for k in runtimes}
         for _ in range(rounds):
             for key, call in runtimes.items():
-                results[key].append(timed(call, xn if key == "onnxruntime" else x, runs))
+                arg = xn if key == "onnxruntime" else x
+                results[key].append(median_seconds(lambda: call(arg), runs, warmup=3))
         latency = {k: min(v) for k, v in results.items()}
         print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "
               f"{gflop:.3g} GFLOP per image")
-        base = latency.get("mxnet fp32", latency["gluoncv fp32"])
+        base = latency["mxnet fp32"] if "mxnet fp32" in latency else latency["gluoncv fp32"]
         gcv = latency.get("gluoncv fp32")
         rows = {}
         for key, value in latency.items():

@@ -1,0 +1,58 @@
+"""`gluon-yolo3 benchmark RECIPE`: training throughput and inference latency of a recipe on this machine."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from gluon_yolo3.cli import DEVICES_HELP, KNOWN_ERRORS, SET_HELP, app, fail
+
+
+@app.command("benchmark")
+def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+              weights: Optional[Path] = typer.Option(None, help="Weights for the inference timing (default: "
+                                                                "random; latency does not depend on them)."),
+              train_steps: int = typer.Option(10, help="Timed training iterations (0: skip training)."),
+              warmup: int = typer.Option(3, help="Untimed training iterations first (graph building)."),
+              batch_sizes: str = typer.Option("1,8", help="Inference batch sizes, comma-separated "
+                                                          "(empty: skip inference)."),
+              runs: int = typer.Option(10, help="Timed inference calls per batch size (median)."),
+              fuse: bool = typer.Option(False, help="Also time oneDNN's fused conv + BN + LeakyReLU graph."),
+              devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here."),
+              set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
+    """Time a recipe: training iterations with its data pipeline, and inference latency with NMS.
+
+    Against GluonCV, side by side: `make bench` (benchmarks/run_all.py)."""
+    from gluon_yolo3 import api
+    from gluon_yolo3.engine.devices import parse_devices
+    from gluon_yolo3.evaluation.speed import inference_latency, training_throughput
+    try:
+        cfg = api.load(recipe, set_ or [])
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        contexts = parse_devices(devices or cfg["train"]["devices"])
+        result = {"recipe": str(recipe), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+        if train_steps > 0:
+            t = training_throughput(cfg, steps=train_steps, warmup=warmup, devices=devices)
+            result["train"] = t
+            typer.echo(f"training: {t['img_s']:.2f} images/s ({t['s_per_step']:.3f} s per step of "
+                       f"{t['batch_size']} images on {','.join(t['devices'])}, {t['workers']} data workers, "
+                       f"{t['data_wait_s']:.3f} s per step waiting for data)")
+        for fused in ([False, True] if fuse else [False]):
+            if not sizes:
+                break
+            r = inference_latency(cfg, weights, sizes, runs, fuse=fused, contexts=contexts[:1])
+            result["inference" + (" fused" if fused else "")] = r
+            for batch, row in r["batches"].items():
+                typer.echo(f"inference{' fused' if fused else ''}, batch {batch}, {r['size']} px: "
+                           f"{row['ms']:.2f} ms ({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
+                           f"{r['gflop_per_image']:.2f} GFLOP per image)")
+    except KNOWN_ERRORS as err:
+        fail(err)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1, default=str))
+        typer.echo(f"wrote {json_out}")

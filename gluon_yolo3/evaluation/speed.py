@@ -1,0 +1,109 @@
+"""Speed of a recipe on this machine: training throughput (data pipeline included) and inference latency.
+
+`gluon-yolo3 benchmark RECIPE` prints both; `benchmarks/` compares against GluonCV side by side. Figures are
+wall-clock medians after warm-up, so they move with other load on the machine.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+
+
+def conv_gflop(net, size: int) -> float:
+    """GFLOP (2 x multiply-adds, as Darknet counts) of every convolution of `net` for one `size`^2 image."""
+    sym = net(mx.sym.var("data"))
+    sym = mx.sym.Group(list(sym)) if isinstance(sym, (list, tuple)) else sym
+    internals = sym.get_internals()
+    _, shapes, _ = internals.infer_shape(data=(1, 3, size, size))
+    out_shape = dict(zip(internals.list_outputs(), shapes))
+    arg_shape = dict(zip(sym.list_arguments(), sym.infer_shape(data=(1, 3, size, size))[0]))
+    nodes = json.loads(sym.tojson())["nodes"]
+    total = 0.0
+    for node in nodes:
+        if node["op"] == "Convolution":
+            weight = arg_shape[nodes[node["inputs"][1][0]]["name"]]
+            out = out_shape[node["name"] + "_output"]
+            total += 2.0 * float(np.prod(weight)) * out[2] * out[3]
+    return total / 1e9
+
+
+def median_seconds(call: Callable[[], Any], runs: int, warmup: int = 2) -> float:
+    """Median wall time of `call()` over `runs` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
+                      runs: int = 10, fuse: bool = False, contexts=None) -> Dict[str, Any]:
+    """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size.
+
+    Without `weights` the network has random weights (latency does not depend on their values).
+    -> {"gflop_per_image", "size", "batches": {B: {"ms", "img_s", "gflops"}}}."""
+    from .. import api
+    from ..models.detector import build_detector
+    classes = api.class_names(recipe)
+    size = int(recipe["model"]["input_size"])
+    contexts = contexts or [mx.cpu()]
+    with tempfile.TemporaryDirectory() as tmp:
+        if weights is None:
+            net = build_detector(recipe, len(classes))
+            net.initialize(mx.init.Xavier(magnitude=2.0), ctx=contexts)
+            net(mx.nd.zeros((1, 3, size, size), ctx=contexts[0]))
+            weights = Path(tmp) / "random.params"
+            net.save_parameters(str(weights))
+        detector = api.load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
+    gflop = conv_gflop(build_detector(recipe, len(classes)), size)
+    out: Dict[str, Any] = {"gflop_per_image": gflop, "size": size, "fused": fuse, "batches": {}}
+    rng = np.random.default_rng(0)
+    for batch in batch_sizes:
+        x = mx.nd.array(rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32), ctx=contexts[0])
+        seconds = median_seconds(lambda: [o.asnumpy() for o in detector(x)], runs)
+        out["batches"][int(batch)] = {"ms": seconds * 1000, "img_s": batch / seconds,
+                                      "gflops": gflop * batch / seconds}
+    return out
+
+
+def training_throughput(recipe: Mapping[str, Any], steps: int = 10, warmup: int = 3, devices=None,
+                        folder: Optional[Path] = None) -> Dict[str, Any]:
+    """Images per second of the recipe's training iterations: its own loader (workers, augmentation,
+    targets), forward, loss, backward and update, as `train` runs them, over `steps` iterations after
+    `warmup`. -> {"img_s", "s_per_step", "data_wait_s" (per step, time blocked on the loader), ...}."""
+    from ..engine.trainer import Trainer
+    warmup = max(1, int(warmup))            # the first step builds the graph
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(recipe, Path(folder or tmp) / "benchmark", devices=devices, progress=False,
+                          log=lambda *_: None)
+        trainer.setup()
+        done, epoch, waited, start = 0, 0, 0.0, None
+        while done < warmup + steps:
+            trainer.sampler.set_epoch(epoch)
+            epoch += 1
+            batches = iter(trainer.loader)
+            while done < warmup + steps:
+                before = time.perf_counter()
+                item = next(batches, None)
+                if item is None:
+                    break
+                if start is not None:
+                    waited += time.perf_counter() - before
+                trainer.train_step(*item)
+                done += 1
+                if done == warmup:
+                    start = time.perf_counter()
+        seconds = time.perf_counter() - start
+    batch = trainer.global_batch
+    return {"img_s": steps * batch / seconds, "s_per_step": seconds / steps, "data_wait_s": waited / steps,
+            "batch_size": batch, "steps": steps, "devices": [str(c) for c in trainer.contexts],
+            "workers": int(recipe["data"]["num_workers"])}

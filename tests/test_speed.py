@@ -1,0 +1,52 @@
+"""Speed measurement (`gluon-yolo3 benchmark`): FLOP counts against Darknet's published figures, and the
+verb's figures consistent with each other. No wall-clock time is asserted."""
+import json
+
+import pytest
+
+from cli_support import invoke, sets
+from gluon_yolo3 import api, components
+from gluon_yolo3.evaluation.speed import conv_gflop
+from gluon_yolo3.models.detector import build_detector
+
+COCO80 = [f"c{i}" for i in range(80)]
+TINY_DEMO = ["model.input_size=64", "data.train.image_size=64", "data.val.image_size=64",
+             "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0", "train.batch_size=4"]
+
+
+@pytest.mark.parametrize("recipe, darknet_bflops", [
+    # Darknet prints these totals for yolov3.cfg and yolov3-tiny.cfg at 416 with 80 classes
+    (["model.anchors=[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], "
+      "[[116, 90], [156, 198], [373, 326]]]"], 65.879),
+    (["model.backbone={type: darknet_tiny}", "model.neck={type: yolov3_tiny}",
+      "model.anchors=[[[10, 14], [23, 27], [37, 58]], [[81, 82], [135, 169], [344, 319]]]"], 5.571),
+])
+def test_conv_gflop_matches_darknets_count(recipe, darknet_bflops):
+    components.register_builtins()
+    cfg = api.load("recipes/demo_tiny.yaml", ["model.backbone={type: darknet53}", "model.neck={type: yolov3}",
+                                              "model.input_size=416"] + recipe)
+    net = build_detector(cfg, len(COCO80))
+    assert conv_gflop(net, 416) == pytest.approx(darknet_bflops, rel=2e-3)
+
+
+def test_benchmark_verb_times_training_and_inference(tmp_path):
+    out = tmp_path / "speed.json"
+    result = invoke("benchmark", "recipes/demo_tiny.yaml", "--train-steps", 2, "--warmup", 1, "--batch-sizes", "1,2",
+                    "--runs", 2, "--fuse", "--json", out, *sets(TINY_DEMO))
+    assert result.exit_code == 0, result.output
+    assert "training:" in result.output and "inference fused, batch 2, 64 px" in result.output
+    figures = json.loads(out.read_text())
+    train = figures["train"]
+    assert train["batch_size"] == 4 and train["steps"] == 2 and train["img_s"] > 0
+    assert train["img_s"] == pytest.approx(4 / train["s_per_step"])
+    assert 0 <= train["data_wait_s"] < train["s_per_step"]
+    for key in ("inference", "inference fused"):
+        block = figures[key]
+        assert set(block["batches"]) == {"1", "2"}
+        for batch, row in block["batches"].items():
+            assert row["gflops"] == pytest.approx(block["gflop_per_image"] * int(batch) / (row["ms"] / 1000))
+
+
+def test_benchmark_names_a_bad_recipe_key():
+    result = invoke("benchmark", "recipes/demo_tiny.yaml", "--set", "train.bach_size=4")
+    assert result.exit_code != 0 and "batch_size" in result.output
