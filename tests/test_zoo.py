@@ -94,3 +94,14 @@ def test_written_files_get_the_umasks_mode_not_mkstemps_0600(packed):
     os.umask(umask)
     for name in ("model.params", "recipe.yaml", "SHA256SUMS"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_weight_beyond_float16_is_refused_with_its_name(packed, tmp_path):
+    recipe, run, _ = packed
+    arrays = mx.nd.load(str(find_weights(run)))
+    name = sorted(k for k in arrays if k.endswith("running_var"))[0]
+    arrays[name][0] = 1e6                          # float16 tops out at 65504
+    mx.nd.save(str(tmp_path / "big.params"), arrays)
+    result = invoke("pack", recipe["_file_"], "--weights", tmp_path / "big.params", "--out", tmp_path / "z",
+                    *sets(DEMO_SETS))
+    assert result.exit_code != 0 and name in result.output and "float32" in result.output

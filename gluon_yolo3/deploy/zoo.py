@@ -40,6 +40,10 @@ def pack(recipe: Mapping[str, Any], weights, out, dtype: str = "float16") -> Dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cast = {name: value.astype(dtype) if np.dtype(value.dtype).kind == "f" else value for name, value in arrays.items()}
+    for name, value in cast.items():
+        if not np.isfinite(value.asnumpy()).all() and np.isfinite(arrays[name].asnumpy()).all():
+            raise ValueError(f"weights '{source}': parameter {name} overflows {dtype} (largest magnitude "
+                             f"{float(np.abs(arrays[name].asnumpy()).max()):.4g}); pack with --dtype float32")
     atomic_write(out / PARAMS, lambda tmp: mx.nd.save(tmp, cast))
     atomic_write_text(out / RECIPE, resolved_yaml(recipe))
     sums = {name: sha256(out / name) for name in (PARAMS, RECIPE)}
