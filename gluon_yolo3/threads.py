@@ -7,6 +7,10 @@ convolution ran 1.9x faster with both cores. `use_physical_cores()` therefore se
 the number of physical cores this process may run on, which is MXNet's own choice on hyper-threaded
 machines and all cores elsewhere. A value the user exported is kept, and nothing changes once MXNet is
 imported (import gluon_yolo3 first, or export OMP_NUM_THREADS yourself).
+
+One thread per core is right when the cores are the job's. Where other busy processes share them, every
+parallel region waits for its slowest thread, and a thread that lost its core stalls the rest: there,
+export OMP_NUM_THREADS=1 (or fewer threads than free cores).
 """
 from __future__ import annotations
 
