@@ -12,7 +12,7 @@ Threads: ours and GluonCV share each benchmark process, so every ratio in the ma
 at the same OpenMP thread count, the one gluon_yolo3 sets (one per physical core, threads.py). MXNet
 left alone uses half the logical CPUs; where that differs (cores without hyper-threads), GluonCV is
 also timed alone in a process with MXNet's default, and a second table gives ours / GluonCV "as
-installed": what a user of each package gets without setting OMP_NUM_THREADS.
+installed": what a user of each package gets without setting a thread variable.
 """
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ def machine() -> Dict[str, Any]:
 def run(script: str, args: List[str], threads: int) -> str:
     """Run one benchmark script with this interpreter and `threads` OpenMP threads; echo, return stdout."""
     cmd = [sys.executable, str(HERE / script)] + args
-    print(f"\n$ OMP_NUM_THREADS={threads} {' '.join(cmd[1:])}", flush=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    print(f"\n$ MXNET_OMP_MAX_THREADS={threads} {' '.join(cmd[1:])}", flush=True)
+    # MXNet's own thread variable, as gluon_yolo3 sets it; OMP_NUM_THREADS (read by numpy's OpenBLAS in the
+    # data workers too) stays unset, as on a user's machine
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["MXNET_OMP_MAX_THREADS"] = str(threads)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     print(proc.stdout, flush=True)
     if proc.returncode != 0:
@@ -77,7 +80,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [f"# Benchmarks, {result['date']}" + (" (quick)" if result["quick"] else ""), "",
              f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}.",
              f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run, both "
-             f"sides at {result['threads']} OpenMP threads.", "",
+             f"sides at {result['threads']} OpenMP threads (MXNET_OMP_MAX_THREADS).", "",
              "| benchmark | ours | GluonCV | ratio | target |", "|---|---|---|---|---|"]
     pipe = result["train_step"]["pipeline"]
     lines.append(f"| training, data pipeline included ({pipe['workers']} workers), darknet53, batch 8, 320 px | "
@@ -129,7 +132,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     info = machine()
-    threads = int(os.environ.get("OMP_NUM_THREADS") or info["physical_cores"] or 1)
+    threads = int(os.environ.get("MXNET_OMP_MAX_THREADS") or info["physical_cores"] or 1)
     mxnet_default = max(1, (os.cpu_count() or 2) // 2)
     result: Dict[str, Any] = {"date": date, "quick": args.quick, "machine": info, "threads": threads,
                               "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "")}

@@ -189,7 +189,7 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
                  rounds: int = 2, gluoncv_only: bool = False) -> Dict[str, float]:
     """Training iterations with the data pipeline: -> {"ours_img_s", "gluoncv_img_s", "ratio", ...}."""
     dataset, what = load_images(root, size, count=batch * (repeats + warmup + 1))
-    threads = os.environ.get("OMP_NUM_THREADS", "MXNet's default")
+    threads = os.environ.get("MXNET_OMP_MAX_THREADS", "MXNet's default")
     print(f"training iterations with the data pipeline: darknet53, batch {batch}, {size}x{size}, {workers} "
           f"workers each, OMP threads {threads}; data: {what}")
     sides = {"gluoncv": gluoncv_iteration(dataset, size, batch, workers)}
@@ -268,7 +268,7 @@ def main(argv=None):
     if args.quick:
         args.repeats, args.warmup, args.rounds = 3, 1, 1
     models = [args.only] if args.only else list(MODELS)
-    print(f"mxnet {mx.__version__}, OMP threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+    print(f"mxnet {mx.__version__}, OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}")
     out = {}
     if not (args.pipeline_only or args.gluoncv_only):
         out["step"] = run(models, args.size, args.batch_size, args.repeats, args.warmup, args.rounds)

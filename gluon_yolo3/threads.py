@@ -1,16 +1,19 @@
 """How many OpenMP threads MXNet's CPU operators use, set before MXNet loads.
 
-MXNet 1.9 reads `OMP_NUM_THREADS` once, when its library loads; unset, it takes half the logical CPUs,
-assuming two hyper-threads per core. Where each core runs one thread (many cloud VMs: `lscpu` says
-"Thread(s) per core: 1") that leaves half the cores idle: on the 2-core development machine a 3x3
-convolution ran 1.9x faster with both cores. `use_physical_cores()` therefore sets `OMP_NUM_THREADS` to
-the number of physical cores this process may run on, which is MXNet's own choice on hyper-threaded
-machines and all cores elsewhere. A value the user exported is kept, and nothing changes once MXNet is
-imported (import gluon_yolo3 first, or export OMP_NUM_THREADS yourself).
+MXNet 1.9 fixes its thread count once, when its library loads: `MXNET_OMP_MAX_THREADS` if set, else
+`OMP_NUM_THREADS` if set, else half the logical CPUs (it assumes two hyper-threads per core on x86).
+Where each core runs one thread (many cloud VMs: `lscpu` says "Thread(s) per core: 1") that leaves half
+the cores idle: on the 2-core development machine a 3x3 convolution ran 1.9x faster with both cores.
+`use_physical_cores()` therefore sets `MXNET_OMP_MAX_THREADS` to the number of physical cores this process
+may run on: MXNet's own choice on hyper-threaded machines, all cores elsewhere. It sets MXNet's variable,
+not `OMP_NUM_THREADS`, which numpy's OpenBLAS also reads: DataLoader workers doing numpy work stay
+single-threaded (with OMP_NUM_THREADS=2 the data-pipeline benchmark ran 3x to 5x slower). A value the user
+exported in either variable is kept, and nothing changes once MXNet is imported (import gluon_yolo3
+first, or export the variable yourself).
 
 One thread per core is right when the cores are the job's. Where other busy processes share them, every
 parallel region waits for its slowest thread, and a thread that lost its core stalls the rest: there,
-export OMP_NUM_THREADS=1 (or fewer threads than free cores).
+export MXNET_OMP_MAX_THREADS=1 (or fewer threads than free cores).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
+VARIABLE = "MXNET_OMP_MAX_THREADS"
 
 
 def physical_cores() -> Optional[int]:
@@ -39,11 +43,12 @@ def physical_cores() -> Optional[int]:
 
 
 def use_physical_cores() -> Optional[int]:
-    """Set `OMP_NUM_THREADS` to the physical core count if unset and MXNet is not loaded; -> the value set."""
-    if "OMP_NUM_THREADS" in os.environ or "mxnet" in sys.modules:
+    """Set MXNET_OMP_MAX_THREADS to the physical core count unless the user set it or OMP_NUM_THREADS, or
+    MXNet is already loaded; -> the value set, else None."""
+    if VARIABLE in os.environ or "OMP_NUM_THREADS" in os.environ or "mxnet" in sys.modules:
         return None
     cores = physical_cores()
     if cores is None:
         return None
-    os.environ["OMP_NUM_THREADS"] = str(cores)
+    os.environ[VARIABLE] = str(cores)
     return cores

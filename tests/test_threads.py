@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from gluon_yolo3 import threads
 
 
@@ -29,20 +31,50 @@ def test_one_thread_per_core_counts_every_cpu(tmp_path, monkeypatch):
     assert threads.physical_cores() == 3
 
 
-def _omp_after_import(env):
-    code = "import os, gluon_yolo3, mxnet; print(os.environ.get('OMP_NUM_THREADS'))"
+def _after_import(env):
+    code = ("import os, gluon_yolo3, mxnet; "
+            "print(os.environ.get('MXNET_OMP_MAX_THREADS'), os.environ.get('OMP_NUM_THREADS'))")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+                          check=True).stdout.split()
 
 
-def test_import_sets_the_default_and_keeps_a_users_value():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    assert _omp_after_import(env) == str(threads.physical_cores())
-    assert _omp_after_import(dict(env, OMP_NUM_THREADS="3")) == "3"
+def _mxnet_threads(env):
+    """Threads MXNet really runs a convolution on: CPU seconds / wall seconds of a large 3x3 conv."""
+    code = """
+import time, gluon_yolo3, mxnet as mx
+x = mx.nd.ones((4, 64, 128, 128)); w = mx.nd.ones((64, 64, 3, 3))
+conv = lambda: mx.nd.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=64, no_bias=True).wait_to_read()
+conv()
+wall, cpu = time.perf_counter(), time.process_time()
+for _ in range(5):
+    conv()
+print((time.process_time() - cpu) / (time.perf_counter() - wall))
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def clean_env():
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", threads.VARIABLE)}
+
+
+def test_import_sets_mxnets_variable_only_and_keeps_a_users_value():
+    env = clean_env()
+    assert _after_import(env) == [str(threads.physical_cores()), "None"]     # OpenBLAS left alone
+    assert _after_import(dict(env, OMP_NUM_THREADS="3")) == ["None", "3"]
+    assert _after_import(dict(env, MXNET_OMP_MAX_THREADS="1")) == ["1", "None"]
+
+
+@pytest.mark.skipif((threads.physical_cores() or 1) < 2, reason="needs two physical cores")
+def test_mxnet_uses_the_cores_after_import():
+    # MXNet alone takes half the logical CPUs (1 here); after `import gluon_yolo3`, one per core
+    assert _mxnet_threads(dict(clean_env(), MXNET_OMP_MAX_THREADS="1")) < 1.2
+    assert _mxnet_threads(clean_env()) > 1.4
 
 
 def test_nothing_changes_once_mxnet_is_loaded(monkeypatch):
     import mxnet  # noqa: F401
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(threads.VARIABLE, raising=False)
     assert threads.use_physical_cores() is None
-    assert "OMP_NUM_THREADS" not in os.environ
+    assert threads.VARIABLE not in os.environ

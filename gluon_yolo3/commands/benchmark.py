@@ -34,7 +34,8 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         cfg = api.load(recipe, set_ or [])
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
         contexts = parse_devices(devices or cfg["train"]["devices"])
-        result = {"recipe": str(recipe), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+        result = {"recipe": str(recipe), "mxnet_omp_threads": os.environ.get("MXNET_OMP_MAX_THREADS"),
+                  "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         if train_steps > 0:
             t = training_throughput(cfg, steps=train_steps, warmup=warmup, devices=devices)
             result["train"] = t
