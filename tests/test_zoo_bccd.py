@@ -1,0 +1,29 @@
+"""The committed BCCD model (zoo/bccd_tiny) reproduces the README's figures on the 72-image test split:
+VOC07 mAP 0.8584 and COCO-style AP50 0.8852 (pycocotools), per class as in the table."""
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_support import invoke
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo/bccd_tiny"
+README_VOC07 = {"Platelets": 0.8046, "RBC": 0.7952, "WBC": 0.9754}
+README_AP50 = {"Platelets": 0.8458, "RBC": 0.8330, "WBC": 0.9767}
+
+
+@pytest.mark.parametrize("metric, mean, per_class_key, per_class", [
+    ("voc07", 0.8584, "per_class", README_VOC07),
+    ("coco", 0.8852, "per_class_ap50", README_AP50),
+])
+def test_zoo_model_reproduces_the_readme(bccd_root, tmp_path, metric, mean, per_class_key, per_class):
+    out = tmp_path / "eval.json"
+    result = invoke("eval", ZOO / "recipe.yaml", "--weights", ZOO, "--metric", metric, "--json", out,
+                    "--report", tmp_path / "report", "--no-progress",
+                    "--set", f"data.train.root={bccd_root}", "--set", f"data.val.root={bccd_root}")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["num_gt"] == {"Platelets": 69, "RBC": 805, "WBC": 71}
+    assert (figures["ap50"] if metric == "coco" else figures["map"]) == pytest.approx(mean, abs=5e-4)
+    for name, ap in per_class.items():
+        assert figures[per_class_key][name] == pytest.approx(ap, abs=5e-4)
