@@ -39,7 +39,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa
 from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
 from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
+from gluon_yolo3.evaluation.speed import median_seconds  # noqa: E402
 
 MODELS = {
     "darknet53": ("recipes/bccd_darknet53.yaml", "ours darknet53-YOLOv3"),
@@ -209,17 +210,6 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
     return out
 
 
-def timed(step: Callable[[], None], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, warmup: int = 2,
         rounds: int = 2) -> Dict[str, Dict[str, float]]:
     """-> {name: {"ours_img_s", "gluoncv_img_s", "ratio"}}; GluonCV is timed in every round alongside."""
@@ -232,7 +222,7 @@ def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, wa
         best = {k: float("inf") for k in steps}
         for r in range(rounds):
             for key, step in steps.items():
-                best[key] = min(best[key], timed(step, repeats, warmup if r == 0 else 1))
+                best[key] = min(best[key], median_seconds(step, repeats, warmup if r == 0 else 1))
     gcv = batch / best["gluoncv"]
     out = {}
     print(f"training step, batch {batch}, {size}x{size} ({repeats} steps x {rounds} rounds, median, best round)")
