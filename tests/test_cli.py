@@ -28,9 +28,15 @@ def run(tmp_path_factory):
 
 @pytest.mark.parametrize("verb, options", [
     ("train", ["--set", "--devices", "--kvstore", "--workdir", "--resume", "--progress"]),
-    ("eval", ["--weights", "--set", "--metric", "--split", "--devices", "--json", "--progress"]),
-    ("predict", ["--weights", "--out", "--set", "--score-thresh", "--devices"]),
+    ("eval", ["--weights", "--set", "--metric", "--split", "--devices", "--json", "--progress", "--deployed"]),
+    ("predict", ["--weights", "--out", "--set", "--score-thresh", "--devices", "--exported", "--onnx"]),
     ("components", ["--plugin"]),
+    ("import-darknet", ["--out", "--names"]),
+    ("export-darknet", ["--weights", "--out", "--set"]),
+    ("export", ["--weights", "--format", "--out", "--dynamic", "--batch-size", "--set"]),
+    ("quantize", ["--weights", "--calib", "--out", "--calib-mode", "--quantize-head", "--set"]),
+    ("pack", ["--weights", "--out", "--dtype", "--set"]),
+    ("benchmark", ["--weights", "--train-steps", "--batch-sizes", "--fuse", "--json", "--set"]),
 ])
 def test_help_of_every_verb(verb, options):
     result = invoke(verb, "--help")

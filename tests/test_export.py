@@ -34,21 +34,6 @@ def exports(demo, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("verb, options", [
-    ("import-darknet", ["--out", "--names"]),
-    ("export-darknet", ["--weights", "--out", "--set"]),
-    ("export", ["--weights", "--format", "--out", "--dynamic", "--batch-size", "--set"]),
-    ("quantize", ["--weights", "--calib", "--out", "--calib-mode", "--quantize-head", "--set"]),
-    ("predict", ["--weights", "--exported", "--onnx"]),
-    ("eval", ["--deployed"]),
-])
-def test_help_of_deploy_verbs(verb, options):
-    result = invoke(verb, "--help")
-    assert result.exit_code == 0, result.output
-    for option in options:
-        assert option in result.output, f"{verb} --help does not mention {option}"
-
-
 def images(count, size, seed=0):
     return np.random.default_rng(seed).normal(0, 1, (count, 3, size, size)).astype(np.float32)
 
