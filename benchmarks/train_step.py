@@ -62,17 +62,23 @@ MODELS = {
 }
 
 
-def our_step(name: str, size: int, batch: int, folder: Path):
-    """-> (step(): one full training step, waited for; the batch as numpy images (B, 3, S, S))."""
-    recipe_path, _ = MODELS[name]
-    recipe = api.load(REPO / recipe_path, [
+def our_trainer(name: str, size: int, batch: int, folder: Path, transforms=()) -> Trainer:
+    """A set-up Trainer for our model `name` at `size`, hybridized, on synthetic data with `transforms`."""
+    recipe = api.load(REPO / MODELS[name][0], [
         f"data.train={{type: synthetic, split: train, num_images: {4 * batch}, image_size: {size}}}",
         f"data.val={{type: synthetic, split: val, num_images: 4, image_size: {size}}}",
-        "data.transforms=[]", "data.multi_scale={min_size: null, max_size: null}", "data.num_workers=0",
+        f"data.transforms={json.dumps(list(transforms))}", "data.resize=resize",
+        "data.multi_scale={min_size: null, max_size: null}", "data.num_workers=0",
         f"model.input_size={size}", f"train.batch_size={batch}", "train.devices=cpu", "train.hybridize=true",
         "train.ema=null"])
     trainer = Trainer(recipe, folder / name, progress=False, log=lambda *_: None)
     trainer.setup()
+    return trainer
+
+
+def our_step(name: str, size: int, batch: int, folder: Path):
+    """-> (step(): one full training step, waited for; the batch as numpy images (B, 3, S, S))."""
+    trainer = our_trainer(name, size, batch, folder)
     trainer.sampler.set_epoch(0)
     x, target, gt_boxes = next(iter(trainer.loader))
 
@@ -132,15 +138,8 @@ def gluoncv_update(net, batch: int):
 
 def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path):
     """Ours, data pipeline included: -> (make_iter(): a fresh epoch of batches, step(batch))."""
-    recipe = api.load(REPO / MODELS["darknet53"][0], [
-        f"data.train={{type: synthetic, split: train, num_images: {2 * batch}, image_size: {size}}}",
-        f"data.val={{type: synthetic, split: val, num_images: 4, image_size: {size}}}",
-        f"data.transforms={json.dumps(OURS)}", "data.resize=resize",
-        "data.multi_scale={min_size: null, max_size: null}", "data.num_workers=0",
-        f"model.input_size={size}", f"train.batch_size={batch}", "train.devices=cpu", "train.hybridize=true",
-        "train.ema=null"])
-    trainer = Trainer(recipe, folder / "pipeline", progress=False, log=lambda *_: None)
-    trainer.setup()
+    trainer = our_trainer("darknet53", size, batch, folder / "pipeline", OURS)
+    recipe = trainer.recipe
     assigner = build_assigner(recipe, trainer.net.anchors, trainer.net.strides, len(dataset.classes))
     samples, sampler, batches = build_train_batches(recipe, dataset, assigner, batch, seed=0)
     loader = gluon.data.DataLoader(samples, batch_sampler=batches, num_workers=workers)
@@ -189,6 +188,7 @@ def iterations_per_second(make_iter, step, batch: int, repeats: int, warmup: int
 def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeats: int = 5, warmup: int = 2,
                  rounds: int = 2, gluoncv_only: bool = False) -> Dict[str, float]:
     """Training iterations with the data pipeline: -> {"ours_img_s", "gluoncv_img_s", "ratio", ...}."""
+    warmup = max(warmup, 2)      # the second iteration still builds (backward graph): never time it
     dataset, what = load_images(root, size, count=batch * (repeats + warmup + 1))
     threads = os.environ.get("MXNET_OMP_MAX_THREADS", "MXNet's default")
     print(f"training iterations with the data pipeline: darknet53, batch {batch}, {size}x{size}, {workers} "
