@@ -1,4 +1,4 @@
-"""Inference latency, batch 1 and 8: MXNet fp32 vs MXNet int8 (oneDNN) vs onnxruntime, with GluonCV fp32 beside.
+"""Inference latency, batch 1 and 8: MXNet fp32 and int8 (oneDNN), onnxruntime fp32 and int8, GluonCV fp32 beside.
 
     python benchmarks/inference.py                    # the demo recipe (128 px) and yolov3 / darknet53 at 416
     python benchmarks/inference.py --runs 50 --only demo --batch-sizes 1
@@ -7,8 +7,9 @@
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to
 numpy: MXNet fp32 (the hybridized YOLOv3 block; "fused": `api.load_detector(..., fuse=True)`, oneDNN's
 conv + BN + LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
-decode + NMS; calibrated on 16 synthetic images), onnxruntime (`gluon-yolo3 export --format onnx`, then
-the numpy NMS), and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded)
+decode + NMS; calibrated on 16 synthetic images), onnxruntime fp32 (`gluon-yolo3 export --format onnx
+--no-dynamic --batch-size B`, then the numpy NMS), onnxruntime int8 (`gluon-yolo3 quantize --runtime
+onnxruntime --batch-size B`, 16 images, then the numpy NMS), and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded)
 as the outside reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0,
 onnxruntime without spinning), or the runtimes sharing the process would slow each other down; alone in
 a process each may be a little faster. Latency is the median over `--runs` calls after warm-up, in `--rounds` rounds
@@ -46,6 +47,7 @@ import mxnet as mx  # noqa: E402
 
 from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
+from gluon_yolo3.deploy.onnx_int8 import quantize_onnx  # noqa: E402
 from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
 from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
 from gluon_yolo3.evaluation.speed import conv_gflop, median_seconds  # noqa: E402
@@ -105,13 +107,18 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
         fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
         quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
         int8 = load_quantized(folder / f"{name}_int8")
-        onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx", dynamic=False)["onnx"]
-        ort = OnnxDetector(onnx_path, spinning=False)
     gflop = conv_gflop(api.build(recipe, len(classes)), size)
     out = {"title": title, "gflop_per_image": gflop, "batches": {}}
     for batch in batch_sizes:
         runtimes = {} if gluoncv_only else {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused),
-                                            "mxnet int8": mx_call(int8), "onnxruntime": ort}
+                                            "mxnet int8": mx_call(int8)}
+        if not gluoncv_only:   # ONNX files at this batch size (a fixed shape, as onnxruntime's int8 needs)
+            onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx{batch}", batch_size=batch,
+                                    dynamic=False)["onnx"]
+            runtimes["onnxruntime"] = OnnxDetector(onnx_path, spinning=False)
+            int8_path = quantize_onnx(recipe, weights, folder / f"{name}_onnx_int8_{batch}", calib=16,
+                                      batch_size=batch)["onnx"]
+            runtimes["onnxruntime int8"] = OnnxDetector(int8_path, spinning=False)
         x = mx.nd.array(np.random.default_rng(0).normal(0, 1, (batch, 3, size, size)).astype(np.float32))
         xn = x.asnumpy()
         reference = gluoncv_reference(name, len(classes))
@@ -121,7 +128,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
         results = {k: [] for k in runtimes}
         for _ in range(rounds):
             for key, call in runtimes.items():
-                arg = xn if key == "onnxruntime" else x
+                arg = xn if key.startswith("onnxruntime") else x
                 results[key].append(median_seconds(lambda: call(arg), runs, warmup=3))
         latency = {k: min(v) for k, v in results.items()}
         print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "

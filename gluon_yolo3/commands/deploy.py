@@ -85,21 +85,34 @@ def export(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 def quantize(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
              weights: Path = typer.Option(..., help=WEIGHTS_HELP),
              calib: int = typer.Option(32, help="Number of training images to calibrate on."),
-             out: Path = typer.Option(..., help="Folder for the int8 model (trunk-symbol.json, trunk-0000.params, "
-                                                "deploy.json)."),
+             out: Path = typer.Option(..., help="Folder for the int8 model and deploy.json (mxnet: trunk-symbol.json, "
+                                                "trunk-0000.params; onnxruntime: model.onnx)."),
+             runtime: str = typer.Option("mxnet", help="mxnet (oneDNN int8 graph) or onnxruntime (QDQ ONNX file, "
+                                                       "the fastest on CPU; fixed input shape)."),
+             batch_size: int = typer.Option(1, help="onnxruntime: the model's fixed batch size (larger batches "
+                                                    "run in chunks)."),
              calib_mode: str = typer.Option("naive", help="naive (min/max per layer) or entropy (KL thresholds)."),
              quantize_head: bool = typer.Option(False, help="Also quantize the head's output convolutions "
                                                             "(faster, less accurate)."),
              set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
-    """Quantize to int8 (MXNet oneDNN), calibrated on training images; `eval --deployed` compares mAPs."""
+    """Quantize to int8 (MXNet oneDNN or ONNX Runtime), calibrated on training images; `eval --deployed`
+    compares mAPs."""
+    from gluon_yolo3.deploy.onnx_int8 import quantize_onnx
     from gluon_yolo3.deploy.quantize import quantize_detector
+    if runtime not in ("mxnet", "onnxruntime"):
+        fail(ValueError(f"--runtime must be mxnet or onnxruntime, got {runtime!r}"))
     try:
-        summary = quantize_detector(_recipe(recipe, set_), weights, out, calib=calib, calib_mode=calib_mode,
+        cfg = _recipe(recipe, set_)
+        if runtime == "mxnet":
+            summary = quantize_detector(cfg, weights, out, calib=calib, calib_mode=calib_mode,
+                                        quantize_head=quantize_head)
+        else:
+            summary = quantize_onnx(cfg, weights, out, calib=calib, calib_mode=calib_mode, batch_size=batch_size,
                                     quantize_head=quantize_head)
     except KNOWN_ERRORS as err:
         fail(err)
     _echo(summary)
-    typer.echo(f"next: gluon-yolo3 eval {recipe} --weights {weights} --deployed {out}")
+    typer.echo(f"next: gluon-yolo3 eval {recipe} --weights {weights} --deployed {summary.get('onnx', out)}")
 
 
 @app.command("pack")

@@ -129,7 +129,8 @@ def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.
     core(mx.nd.zeros((batch_size, 3, size, size)))
     out = Path(out)
     info = deploy_info(recipe, classes, "onnx", file=filename, outputs=list(ONNX_OUTPUTS), input_name="data",
-                       batch_size=None if dynamic else batch_size, dynamic=dynamic)
+                       batch_size=None if dynamic else batch_size, dynamic=dynamic,
+                       head_output_weights=[conv.weight.name for conv in net.head.outputs])
     with staged(out) as (staging, publish):
         core.export(str(staging / "decoded"), epoch=0)
         sym, args, auxs = mx.model.load_checkpoint(str(staging / "decoded"), 0)
@@ -162,6 +163,11 @@ def finish_onnx(model, info: Mapping[str, Any]):
             node.output[:] = [name if o == old else o for o in node.output]
             node.input[:] = [name if i == old else i for i in node.input]
         output.name = name
+    store_info(model, info)
+
+
+def store_info(model, info: Mapping[str, Any]):
+    """In place: `info` as the ONNX model's only metadata entry (key `gluon_yolo3`), read by `runtime.onnx_info`."""
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = "gluon_yolo3", json.dumps(info)

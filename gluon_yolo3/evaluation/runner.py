@@ -89,7 +89,7 @@ def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Opt
                              f"evaluate it with the recipe it was exported from")
     dataset = build_datasets(recipe, splits=(split,))[split]
     result, detections = evaluate(detector, dataset, recipe, contexts, metric=metric, progress=progress)
-    result["model"] = info.get("format")
+    result["model"] = info.get("format") + ("-int8" if info.get("precision") == "int8" else "")
     return result, detections
 
 
