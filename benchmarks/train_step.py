@@ -83,7 +83,7 @@ def our_step(name: str, size: int, batch: int, folder: Path):
     x, target, gt_boxes = next(iter(trainer.loader))
 
     def step():
-        trainer.train_step(x, target, gt_boxes)      # ends in the loss terms' asnumpy: a full sync
+        trainer.train_step(x, target, gt_boxes)      # returns once the loss is known: wait for the update
         mx.nd.waitall()
     return step, x.asnumpy()
 
@@ -150,7 +150,7 @@ def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path):
         return iter(loader)
 
     def step(item):
-        trainer.train_step(*item)                    # ends in the loss terms' asnumpy: a full sync
+        trainer.train_step(*item)        # returns once the loss is known; backward and update may still run
     return make_iter, step
 
 
@@ -173,15 +173,21 @@ def gluoncv_iteration(dataset, size: int, batch: int, workers: int):
 
 
 def iterations_per_second(make_iter, step, batch: int, repeats: int, warmup: int) -> float:
-    """Images per second over `repeats` iterations (data wait + step) after `warmup` ones."""
+    """Images per second over `repeats` iterations (data wait + step) after `warmup` ones.
+
+    The clock starts and stops on an idle engine (`waitall`): our step returns once its loss is known, while
+    its backward and update still run (the next step's forward waits for them), so without the wait a
+    window would count some steps' backward passes and not others'."""
     done, start = 0, None
     while True:
         for item in make_iter():
             step(item)
             done += 1
             if done == warmup:
+                mx.nd.waitall()
                 start = time.perf_counter()
             elif done == warmup + repeats:
+                mx.nd.waitall()
                 return repeats * batch / (time.perf_counter() - start)
 
 
