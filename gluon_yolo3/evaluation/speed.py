@@ -80,8 +80,10 @@ def training_throughput(recipe: Mapping[str, Any], steps: int = 10, warmup: int 
     """Images per second of the recipe's training iterations: its own loader (workers, augmentation,
     targets), forward, loss, backward and update, as `train` runs them, over `steps` iterations after
     `warmup`. -> {"img_s", "s_per_step", "data_wait_s" (per step, time blocked on the loader), ...}."""
+    import mxnet as mx
+
     from ..engine.trainer import Trainer
-    warmup = max(1, int(warmup))            # the first step builds the graph
+    warmup = max(2, int(warmup))            # the first two steps build the forward and backward graphs
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(recipe, Path(folder or tmp) / "benchmark", devices=devices, progress=False,
                           log=lambda *_: None)
@@ -98,10 +100,12 @@ def training_throughput(recipe: Mapping[str, Any], steps: int = 10, warmup: int 
                     break
                 if start is not None:
                     waited += time.perf_counter() - before
-                trainer.train_step(*item)
+                trainer.train_step(*item)       # returns once the loss is known; backward and update may run on
                 done += 1
                 if done == warmup:
+                    mx.nd.waitall()                 # so the clock starts and stops on an idle engine
                     start = time.perf_counter()
+        mx.nd.waitall()
         seconds = time.perf_counter() - start
     batch = trainer.global_batch
     return {"img_s": steps * batch / seconds, "s_per_step": seconds / steps, "data_wait_s": waited / steps,
