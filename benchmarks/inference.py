@@ -4,23 +4,24 @@
     python benchmarks/inference.py --runs 50 --only demo --batch-sizes 1
     python benchmarks/inference.py --json out.json    # the figures as JSON too
 
-Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to
-numpy: MXNet fp32 (the hybridized YOLOv3 block; "fused": `api.load_detector(..., fuse=True)`, oneDNN's
-conv + BN + LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32
-decode + NMS; calibrated on 16 synthetic images), onnxruntime fp32 (`gluon-yolo3 export --format onnx
---no-dynamic --batch-size B`, then the numpy NMS), onnxruntime int8 (`gluon-yolo3 quantize --runtime
-onnxruntime --batch-size B`, 16 images, then the numpy NMS), and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded)
-as the outside reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0,
-onnxruntime without spinning), or the runtimes sharing the process would slow each other down; alone in
-a process each may be a little faster. Latency is the median over `--runs` calls after warm-up, in `--rounds` rounds
-that alternate the runtimes (other load on the machine hits all of them); ratios are fp32 / other.
-Weights are random (latency does not depend on their values); the NMS sees few candidates above its
-score threshold with random weights, as with a trained model on most images.
+Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to numpy:
+MXNet fp32 (the hybridized YOLOv3 block; "fused": `api.load_detector(..., fuse=True)`, oneDNN's conv + BN +
+LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic
+images), onnxruntime fp32 (`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
+onnxruntime int8 (`gluon-yolo3 quantize --runtime onnxruntime --batch-size B`, 16 images, then the numpy NMS),
+and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded) as the outside
+reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0, onnxruntime without
+spinning), or the runtimes sharing the process would slow each other down; alone in a process each may be a
+little faster. Latency is the median over `--runs` calls after warm-up, in `--rounds` rounds that alternate the
+runtimes (other load on the machine hits all of them); ratios are fp32 / other. Weights are random (latency does
+not depend on their values); the NMS sees few candidates above its score threshold with random weights, as with
+a trained model on most images.
 
 For darknet53 GluonCV is timed twice: plain hybridized, and fused by oneDNN (`optimize_for(x,
 backend='MKLDNN')`). GFLOP/s achieved = (GFLOP per image x batch) / latency, the GFLOP counted from our
 network's convolution shapes (2 x multiply-adds; GluonCV's darknet53 YOLOv3 is quoted at 65.9 per 416
-image), the same count for every runtime of a model.
+image), the same count for every runtime of a model. Beside it, the GFLOP/s of one large 3x3 convolution
+alone (`conv_ceiling`): roughly what fp32 convolutions reach on the machine at best.
 """
 from __future__ import annotations
 
@@ -84,6 +85,19 @@ def gluoncv_fused(name: str, num_classes: int, x):
     return net
 
 
+def conv_ceiling(batch: int, runs: int = 10) -> float:
+    """GFLOP/s of one large 3x3 convolution through MXNet's oneDNN at `batch`: darknet53's 256 -> 512
+    channels on a 26x26 map (its stage-4 shape at 416 px), hybridized as the detectors are. What the
+    machine's fp32 convolutions reach at best; a whole network also runs thin early layers and
+    memory-bound BatchNorm, LeakyReLU and additions."""
+    conv = mx.gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
+    conv.initialize()
+    conv.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.random.normal(shape=(batch, 256, 26, 26))
+    seconds = median_seconds(lambda: conv(x).wait_to_read(), runs, warmup=3)
+    return 2 * batch * 26 * 26 * 512 * 256 * 9 / seconds / 1e9
+
+
 def mx_call(net):
     def call(x):
         return [o.asnumpy() for o in net(x)]
@@ -108,7 +122,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
         quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
         int8 = load_quantized(folder / f"{name}_int8")
     gflop = conv_gflop(api.build(recipe, len(classes)), size)
-    out = {"title": title, "gflop_per_image": gflop, "batches": {}}
+    out = {"title": title, "gflop_per_image": gflop, "batches": {}, "conv_ceiling_gflops": {}}
     for batch in batch_sizes:
         runtimes = {} if gluoncv_only else {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused),
                                             "mxnet int8": mx_call(int8)}
@@ -131,8 +145,9 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
                 arg = xn if key.startswith("onnxruntime") else x
                 results[key].append(median_seconds(lambda: call(arg), runs, warmup=3))
         latency = {k: min(v) for k, v in results.items()}
+        ceiling = out["conv_ceiling_gflops"][str(batch)] = conv_ceiling(batch)
         print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "
-              f"{gflop:.3g} GFLOP per image")
+              f"{gflop:.3g} GFLOP per image; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
         base = latency["mxnet fp32"] if "mxnet fp32" in latency else latency["gluoncv fp32"]
         gcv = latency.get("gluoncv fp32")
         rows = {}

@@ -106,6 +106,15 @@ def markdown(result: Dict[str, Any]) -> str:
                      f"{d['gluoncv_img_s']:.1f} img/s | {d['ratio']:.2f}x | >= 3x |")
     lines += ["", "GFLOP per image (convolutions, 2 x multiply-adds): "
               + ", ".join(f"{k} {v['gflop_per_image']:.2f}" for k, v in result["inference"].items()), ""]
+    block = result["inference"].get("darknet53")
+    if block and block.get("conv_ceiling_gflops"):
+        for batch, ceiling in block["conv_ceiling_gflops"].items():
+            rows = block["batches"][batch]
+            gcv = rows["gluoncv fp32"]["gflops"]
+            lines.append(f"fp32 ceiling, batch {batch}: one large 3x3 convolution alone runs at {ceiling:.0f} "
+                         f"GFLOP/s; GluonCV's darknet53 at {gcv:.0f} GFLOP/s ({gcv / ceiling:.0%} of it), so "
+                         f"1.2x GluonCV in fp32 needs {1.2 * gcv:.0f} GFLOP/s ({1.2 * gcv / ceiling:.0%}).")
+        lines.append("")
     default = result.get("gluoncv_default_threads")
     if default:
         lines += [f"As installed: ours at {result['threads']} OpenMP threads (gluon_yolo3's default) against "
