@@ -10,12 +10,12 @@ LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode +
 images), onnxruntime fp32 (`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
 onnxruntime int8 (`gluon-yolo3 quantize --runtime onnxruntime --batch-size B`, 16 images, then the numpy NMS),
 and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded) as the outside
-reference. Idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0, onnxruntime without
-spinning), or the runtimes sharing the process would slow each other down; alone in a process each may be a
-little faster. Latency is the median over `--runs` calls after warm-up, in `--rounds` rounds that alternate the
-runtimes (other load on the machine hits all of them); ratios are fp32 / other. Weights are random (latency does
-not depend on their values); the NMS sees few candidates above its score threshold with random weights, as with
-a trained model on most images.
+reference. MXNet runs with gluon_yolo3's OpenMP settings (threads.py: one thread per core, spinning briefly
+before sleeping); onnxruntime's idle threads do not spin, or they would take the cores from MXNet in the same
+process (alone in a process, with spinning, it may be a little faster). Latency is the median over `--runs`
+calls after warm-up, in `--rounds` rounds that alternate the runtimes (other load on the machine hits all of
+them); ratios are fp32 / other. Weights are random (latency does not depend on their values); the NMS sees few
+candidates above its score threshold with random weights, as with a trained model on most images.
 
 For darknet53 GluonCV is timed twice: plain hybridized, and fused by oneDNN (`optimize_for(x,
 backend='MKLDNN')`). GFLOP/s achieved = (GFLOP per image x batch) / latency, the GFLOP counted from our
@@ -32,11 +32,6 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-
-# MXNet's OpenMP threads and onnxruntime's threads both busy-wait after work by default; in one process
-# each would steal the cores from the other. Idle threads sleep instead (set before MXNet loads).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 import numpy as np  # noqa: E402
 

@@ -11,8 +11,8 @@ model from /proc/cpuinfo, cores) into `benchmarks/results/<YYYY-MM-DD>.json` and
 Threads: ours and GluonCV share each benchmark process, so every ratio in the main table compares them
 at the same OpenMP thread count, the one gluon_yolo3 sets (one per physical core, threads.py). MXNet
 left alone uses half the logical CPUs; where that differs (cores without hyper-threads), GluonCV is
-also timed alone in a process with MXNet's default, and a second table gives ours / GluonCV "as
-installed": what a user of each package gets without setting a thread variable.
+also timed alone in a process with MXNet's default (and libgomp's default spinning), and a second table
+gives ours / GluonCV "as installed": what a user of each package gets without setting a thread variable.
 """
 from __future__ import annotations
 
@@ -49,13 +49,19 @@ def machine() -> Dict[str, Any]:
             "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform()}
 
 
-def run(script: str, args: List[str], threads: int) -> str:
-    """Run one benchmark script with this interpreter and `threads` OpenMP threads; echo, return stdout."""
+def run(script: str, args: List[str], threads: int, mxnet_defaults: bool = False) -> str:
+    """Run one benchmark script with this interpreter and `threads` OpenMP threads; echo, return stdout.
+
+    `mxnet_defaults`: libgomp's own spin setting (GOMP_SPINCOUNT=300000, wait policy unset) instead of the
+    one gluon_yolo3 sets (threads.py), for GluonCV "as installed"."""
     cmd = [sys.executable, str(HERE / script)] + args
-    print(f"\n$ MXNET_OMP_MAX_THREADS={threads} {' '.join(cmd[1:])}", flush=True)
+    spin = {"GOMP_SPINCOUNT": "300000"} if mxnet_defaults else {}
+    print(f"\n$ {' '.join(f'{k}={v}' for k, v in spin.items())} MXNET_OMP_MAX_THREADS={threads} "
+          f"{' '.join(cmd[1:])}".replace("$  ", "$ "), flush=True)
     # MXNet's own thread variable, as gluon_yolo3 sets it; OMP_NUM_THREADS (read by numpy's OpenBLAS in the
     # data workers too) stays unset, as on a user's machine
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(spin)
     env["MXNET_OMP_MAX_THREADS"] = str(threads)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     print(proc.stdout, flush=True)
@@ -118,7 +124,8 @@ def markdown(result: Dict[str, Any]) -> str:
     default = result.get("gluoncv_default_threads")
     if default:
         lines += [f"As installed: ours at {result['threads']} OpenMP threads (gluon_yolo3's default) against "
-                  f"GluonCV alone in a process at MXNet's default of {default['threads']} thread(s).", "",
+                  f"GluonCV alone in a process at MXNet's default of {default['threads']} thread(s) and libgomp's "
+                  f"default spinning.", "",
                   "| benchmark | ours | GluonCV, MXNet's default threads | ratio |", "|---|---|---|---|"]
         ours, gcv = result["train_step"]["pipeline"], default["pipeline"]
         lines.append(f"| training, data pipeline included, darknet53, batch 8, 320 px | "
@@ -154,8 +161,10 @@ def main(argv=None):
         run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())
         if mxnet_default != threads:
-            run("train_step.py", train_args + ["--gluoncv-only", "--json", str(train_json)], mxnet_default)
-            run("inference.py", infer_args + ["--gluoncv-only", "--json", str(infer_json)], mxnet_default)
+            run("train_step.py", train_args + ["--gluoncv-only", "--json", str(train_json)], mxnet_default,
+                mxnet_defaults=True)
+            run("inference.py", infer_args + ["--gluoncv-only", "--json", str(infer_json)], mxnet_default,
+                mxnet_defaults=True)
             result["gluoncv_default_threads"] = {"threads": mxnet_default,
                                                  "pipeline": json.loads(train_json.read_text())["pipeline"],
                                                  "inference": json.loads(infer_json.read_text())}

@@ -1,5 +1,6 @@
 """gluon-yolo3: a YOLOv3 detector for MXNet/Gluon built from registered, swappable parts."""
-from .threads import use_physical_cores
+from .threads import spin_before_sleeping, use_physical_cores
 
 use_physical_cores()        # before anything imports MXNet: see threads.py
+spin_before_sleeping()
 __version__ = "0.1.0"

@@ -11,6 +11,14 @@ single-threaded (with OMP_NUM_THREADS=2 the data-pipeline benchmark ran 3x to 5x
 exported in either variable is kept, and nothing changes once MXNet is imported (import gluon_yolo3
 first, or export the variable yourself).
 
+`spin_before_sleeping()` sets how long an idle OpenMP thread spins before it sleeps. libgomp (MXNet's
+OpenMP) spins 300000 times by default, but only 100 times once a process runs more OpenMP threads than
+CPUs, which MXNet does (its engine threads each run a team). A thread that slept must be woken for the next
+operator, and on a VM a wake-up is slow: the demo detector at batch 8 took 42 ms with the default and 11
+ms with `OMP_WAIT_POLICY=ACTIVE` and `GOMP_SPINCOUNT=300000` (libgomp's own 300000 spins, and 1000 instead
+of 100 when oversubscribed); Darknet-53 int8 at batch 1: 118 ms -> 86 ms (benchmarks/PROFILE.md). Idle
+threads still go to sleep after spinning. A value the user exported in either variable is kept.
+
 One thread per core is right when the cores are the job's. Where other busy processes share them, every
 parallel region waits for its slowest thread, and a thread that lost its core stalls the rest: there,
 export MXNET_OMP_MAX_THREADS=1 (or fewer threads than free cores).
@@ -24,6 +32,7 @@ from typing import Optional
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 VARIABLE = "MXNET_OMP_MAX_THREADS"
+SPIN = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}
 
 
 def physical_cores() -> Optional[int]:
@@ -52,3 +61,12 @@ def use_physical_cores() -> Optional[int]:
         return None
     os.environ[VARIABLE] = str(cores)
     return cores
+
+
+def spin_before_sleeping() -> bool:
+    """Set OMP_WAIT_POLICY=ACTIVE and GOMP_SPINCOUNT=300000 unless the user set either or MXNet is loaded;
+    -> whether they were set."""
+    if any(name in os.environ for name in SPIN) or "mxnet" in sys.modules:
+        return False
+    os.environ.update(SPIN)
+    return True

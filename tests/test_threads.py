@@ -55,7 +55,7 @@ print((time.process_time() - cpu) / (time.perf_counter() - wall))
 
 
 def clean_env():
-    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", threads.VARIABLE)}
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", threads.VARIABLE, *threads.SPIN)}
 
 
 def test_import_sets_mxnets_variable_only_and_keeps_a_users_value():
@@ -72,9 +72,25 @@ def test_mxnet_uses_the_cores_after_import():
     assert _mxnet_threads(clean_env()) > 1.4
 
 
+def test_import_sets_the_spin_policy_and_keeps_a_users_value():
+    code = ("import os, gluon_yolo3, mxnet; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+
+    def after(env):
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+    assert after(clean_env()) == ["ACTIVE", "300000"]
+    assert after(dict(clean_env(), OMP_WAIT_POLICY="PASSIVE")) == ["PASSIVE", "None"]
+    assert after(dict(clean_env(), GOMP_SPINCOUNT="0")) == ["None", "0"]
+
+
 def test_nothing_changes_once_mxnet_is_loaded(monkeypatch):
     import mxnet  # noqa: F401
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv(threads.VARIABLE, raising=False)
     assert threads.use_physical_cores() is None
     assert threads.VARIABLE not in os.environ
+    for name in threads.SPIN:
+        monkeypatch.delenv(name, raising=False)
+    assert threads.spin_before_sleeping() is False
+    assert not any(name in os.environ for name in threads.SPIN)
