@@ -14,10 +14,10 @@ first, or export the variable yourself).
 `spin_before_sleeping()` sets how long an idle OpenMP thread spins before it sleeps. libgomp (MXNet's
 OpenMP) spins 300000 times by default, but only 100 times once a process runs more OpenMP threads than
 CPUs, which MXNet does (its engine threads each run a team). A thread that slept must be woken for the next
-operator, and on a VM a wake-up is slow: the demo detector at batch 8 took 42 ms with the default and 11
-ms with `OMP_WAIT_POLICY=ACTIVE` and `GOMP_SPINCOUNT=300000` (libgomp's own 300000 spins, and 1000 instead
-of 100 when oversubscribed); Darknet-53 int8 at batch 1: 118 ms -> 86 ms (benchmarks/PROFILE.md). Idle
-threads still go to sleep after spinning. A value the user exported in either variable is kept.
+operator, and on a VM a wake-up is slow: the demo detector at batch 8 took 41.5 ms with libgomp's default
+and 11.8 ms with `OMP_WAIT_POLICY=ACTIVE` and `GOMP_SPINCOUNT=300000` (libgomp's own 300000 spins, and 1000
+instead of 100 when oversubscribed); Darknet-53 at 416, batch 1: 237 -> 217 ms (benchmarks/PROFILE.md).
+Idle threads still go to sleep after spinning. A value the user exported in either variable is kept.
 
 One thread per core is right when the cores are the job's. Where other busy processes share them, every
 parallel region waits for its slowest thread, and a thread that lost its core stalls the rest: there,

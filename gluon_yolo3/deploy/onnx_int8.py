@@ -83,8 +83,10 @@ def quantize_onnx(recipe: Mapping[str, Any], weights, out, calib: int = 32, cali
     from .quantize import calibration_images
     if calib_mode not in CALIB_METHODS:
         raise ValueError(f"calib_mode must be one of {', '.join(CALIB_METHODS)}, got {calib_mode!r}")
-    if batch_size < 1 or calib < batch_size:
-        raise ValueError(f"--calib {calib} must be at least the batch size {batch_size} (and that at least 1)")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if calib < batch_size:
+        raise ValueError(f"--calib {calib} must be at least the batch size {batch_size}")
     images = calibration_images(recipe, calib)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="gluon_yolo3_onnx_int8_") as work:
