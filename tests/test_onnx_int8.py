@@ -111,3 +111,25 @@ def test_downstream_nodes_by_hand():
     assert downstream_nodes(graph, ["b"]) == {"b", "d"}
     assert downstream_nodes(graph, ["a"]) == {"a", "b", "c", "d"}
     assert downstream_nodes(graph, []) == set()
+
+
+def test_quantize_head_makes_every_convolution_int8(tmp_path_factory, tmp_path):
+    recipe, run = trained_demo(tmp_path_factory)
+    result = invoke("quantize", recipe["_file_"], "--weights", run, "--runtime", "onnxruntime", "--calib", 8,
+                    "--quantize-head", "--out", tmp_path / "q", *sets(DEMO_SETS))
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(tmp_path / "q/model.onnx"))
+    info = json.loads((tmp_path / "q/deploy.json").read_text())
+    assert set(weight_source(model.graph).values()) == {"int8"}
+    # the head's int8 weights come through DequantizeLinear nodes named after them
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = [n.name for n in model.graph.node if n.op_type == "Conv"
+            and producers[n.input[1]].input[0].startswith(tuple(info["head_output_weights"]))]
+    assert len(head) == 2
+    # int8 output convolutions hand their output over through one QuantizeLinear/DequantizeLinear pair; the
+    # decoding after it runs on fp32 tensors
+    outputs = {o for n in model.graph.node if n.name in head for o in n.output}
+    after = downstream_nodes(model.graph, head) - set(head)
+    requantized = [n for n in model.graph.node if n.name in after and n.op_type == "QuantizeLinear"]
+    assert len(requantized) == 2 and all(n.input[0] in outputs for n in requantized)
+    assert len(after) > 4 * len(requantized)
