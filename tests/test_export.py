@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from cli_support import invoke, sets
+from cli_support import compared_maps, invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 
 from gluon_yolo3 import api, components
@@ -192,6 +192,5 @@ def test_eval_of_onnx_model_equals_fp32(demo, exports, tmp_path):
     result = invoke("eval", recipe["_file_"], "--weights", run, "--deployed", exports / "onnx" / "model.onnx",
                     "--report", tmp_path / "report", "--no-progress", *sets(DEMO_SETS))
     assert result.exit_code == 0, result.output
-    line = [ln for ln in result.output.splitlines() if ln.startswith("mAP (voc07): fp32")][0]
-    fp32, onnx_map = float(line.split()[3]), float(line.split()[5])
+    fp32, _, onnx_map, _, line = compared_maps(result.output)
     assert fp32 > 0.1 and abs(fp32 - onnx_map) < 1e-3, line

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from cli_support import invoke, sets
+from cli_support import compared_maps, invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 from onnx import TensorProto, helper
 
@@ -82,10 +82,8 @@ def test_eval_reports_onnx_int8_map_beside_fp32(quantized, tmp_path):
     result = invoke("eval", recipe["_file_"], "--weights", run, "--deployed", out / "model.onnx", "--report",
                     tmp_path, "--no-progress", *sets(DEMO_SETS))
     assert result.exit_code == 0, result.output
-    line = [ln for ln in result.output.splitlines() if ln.startswith("mAP (voc07): fp32")][0]
-    words = line.split()
-    fp32, int8 = float(words[3]), float(words[5])
-    assert words[4] == "onnx-int8"
+    fp32, label, int8, _, line = compared_maps(result.output)
+    assert label == "onnx-int8"
     assert fp32 > 0.15, f"the demo model did not train ({line})"
     assert int8 > fp32 - MAX_MAP_DROP, line
 

@@ -5,7 +5,7 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-from cli_support import invoke, sets
+from cli_support import compared_maps, invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 
 from gluon_yolo3 import api
@@ -57,10 +57,8 @@ def test_eval_reports_int8_map_beside_fp32(quantized, tmp_path):
     result = invoke("eval", recipe["_file_"], "--weights", run, "--deployed", out, "--report", tmp_path,
                     "--no-progress", *sets(DEMO_SETS))
     assert result.exit_code == 0, result.output
-    line = [ln for ln in result.output.splitlines() if ln.startswith("mAP (voc07): fp32")][0]
-    words = line.split()
-    fp32, int8, delta = float(words[3]), float(words[5]), float(words[7])
-    assert words[4] == "int8" and abs(delta - (int8 - fp32)) < 2e-4
+    fp32, label, int8, delta, line = compared_maps(result.output)
+    assert label == "int8" and abs(delta - (int8 - fp32)) < 2e-4
     assert fp32 > 0.15, f"the demo model did not train ({line})"
     assert int8 > fp32 - MAX_MAP_DROP, line
 

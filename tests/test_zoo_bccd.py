@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import invoke
+from cli_support import compared_maps, invoke
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo/bccd_tiny"
 README_VOC07 = {"Platelets": 0.8046, "RBC": 0.7952, "WBC": 0.9754}
@@ -39,8 +39,7 @@ def test_onnxruntime_int8_loses_under_one_point(bccd_root, tmp_path):
     result = invoke("eval", ZOO / "recipe.yaml", "--weights", ZOO, "--deployed", tmp_path / "int8/model.onnx",
                     "--report", tmp_path / "report", "--no-progress", *sets)
     assert result.exit_code == 0, result.output
-    words = [ln for ln in result.output.splitlines() if ln.startswith("mAP (voc07): fp32")][0].split()
-    fp32, int8 = float(words[3]), float(words[5])
-    assert words[4] == "onnx-int8" and fp32 == pytest.approx(0.8584, abs=5e-4)
+    fp32, label, int8, _, _ = compared_maps(result.output)
+    assert label == "onnx-int8" and fp32 == pytest.approx(0.8584, abs=5e-4)
     assert int8 == pytest.approx(0.8558, abs=2e-3)
     assert int8 > fp32 - 0.01
