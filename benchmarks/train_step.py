@@ -119,9 +119,11 @@ def gluoncv_step(images: np.ndarray):
     return lambda: update(x, gt_boxes, fixed)
 
 
-def gluoncv_update(net, batch: int):
+def gluoncv_update(net, batch: int, wait: bool = True):
     """Hybridize GluonCV's `net` and give its train_yolo3.py update: -> update(x, gt_boxes, fixed targets),
-    forward with its own loss, backward, SGD step (momentum 0.9, wd 5e-4), waited for."""
+    forward with its own loss, backward, SGD step (momentum 0.9, wd 5e-4). `wait`: until the update is done
+    (a step timed alone); else, as train_yolo3.py's loss metrics do, until the loss values are on the host
+    (the backward and update may still run, as ours do in the pipeline mode)."""
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.001, "wd": 0.0005,
                                                           "momentum": 0.9})
@@ -132,7 +134,10 @@ def gluoncv_update(net, batch: int):
             total = obj + center + scale + cls
         autograd.backward(total)
         trainer.step(batch)
-        mx.nd.waitall()
+        if wait:
+            mx.nd.waitall()
+        else:
+            [loss.asnumpy() for loss in (obj, center, scale, cls)]
     return update
 
 
@@ -158,7 +163,7 @@ def gluoncv_iteration(dataset, size: int, batch: int, workers: int):
     """GluonCV's train_yolo3.py iteration, data pipeline included: -> (make_iter, step(batch))."""
     net = gluoncv_net(dataset.classes)
     loader = gluoncv_loader(dataset, size, batch, workers, net=net)
-    update = gluoncv_update(net, batch)
+    update = gluoncv_update(net, batch, wait=False)
     ctx = mx.cpu()
 
     def step(item):
