@@ -26,7 +26,9 @@ with the same number of worker processes, the same augmentation (data_pipeline.p
 expand, IoU crop, resize, flip) and their own target encoding, at batch 8 and 320 px, on darknet53 with
 3 classes on both sides; the worker processes share the two cores with the maths, as in a real run.
 Images per second = images / wall time of `--repeats` iterations after `--warmup`, waits for data
-included. `--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
+included. Each side's iteration waits for its loss values only, as its training loop does (the backward and
+update may run on while the next batch is fetched); the clock starts and stops on an idle engine.
+`--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
 default thread count).
 """
 from __future__ import annotations
