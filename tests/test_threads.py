@@ -31,9 +31,9 @@ def test_one_thread_per_core_counts_every_cpu(tmp_path, monkeypatch):
     assert threads.physical_cores() == 3
 
 
-def _after_import(env):
-    code = ("import os, gluon_yolo3, mxnet; "
-            "print(os.environ.get('MXNET_OMP_MAX_THREADS'), os.environ.get('OMP_NUM_THREADS'))")
+def _after_import(env, names=("MXNET_OMP_MAX_THREADS", "OMP_NUM_THREADS")):
+    """The values of the variables `names` once a fresh process with `env` imported gluon_yolo3, then mxnet."""
+    code = "import os, gluon_yolo3, mxnet; print(" + ", ".join(f"os.environ.get({n!r})" for n in names) + ")"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.split()
 
@@ -73,12 +73,8 @@ def test_mxnet_uses_the_cores_after_import():
 
 
 def test_import_sets_the_spin_policy_and_keeps_a_users_value():
-    code = ("import os, gluon_yolo3, mxnet; "
-            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
-
     def after(env):
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                              check=True).stdout.split()
+        return _after_import(env, tuple(threads.SPIN))
     assert after(clean_env()) == ["ACTIVE", "300000"]
     assert after(dict(clean_env(), OMP_WAIT_POLICY="PASSIVE")) == ["PASSIVE", "None"]
     assert after(dict(clean_env(), GOMP_SPINCOUNT="0")) == ["None", "0"]
