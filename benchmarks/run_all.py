@@ -110,6 +110,17 @@ def markdown(result: Dict[str, Any]) -> str:
     if d.get("ratio") is not None:
         lines.append(f"| data pipeline at 416, batch 16 | {d['ours_img_s']:.1f} img/s | "
                      f"{d['gluoncv_img_s']:.1f} img/s | {d['ratio']:.2f}x | >= 3x |")
+    ceiling, step = result["train_step"].get("ceiling"), result["train_step"]["step"].get("darknet53", {})
+    if ceiling and pipe.get("budget") and "ours_gflops" in step:
+        b = pipe["budget"]
+        lines += ["", f"Training ceiling: one large 3x3 convolution, forward and both gradients, runs at "
+                  f"{ceiling['conv_gflops']:.0f} GFLOP/s; a darknet53 training step at 320 px is "
+                  f"{ceiling['gflop_per_image']:.1f} GFLOP of convolutions per image. Step alone: ours "
+                  f"{step['ours_gflops']:.0f} GFLOP/s, GluonCV {step['gluoncv_gflops']:.0f} GFLOP/s. 1.25x GluonCV "
+                  f"with the data pipeline needs {b['need_gflops']:.0f} GFLOP/s over the whole iteration "
+                  f"({b['need_share']:.0%} of the ceiling): {b['budget_s']:.2f} s per batch, of which the "
+                  f"convolutions at the ceiling take {b['conv_s_at_ceiling']:.2f} s, leaving {b['rest_s']:.2f} s for "
+                  f"BatchNorm, LeakyReLU, additions, loss, update and data (benchmarks/PROFILE.md)."]
     lines += ["", "GFLOP per image (convolutions, 2 x multiply-adds): "
               + ", ".join(f"{k} {v['gflop_per_image']:.2f}" for k, v in result["inference"].items()), ""]
     block = result["inference"].get("darknet53")

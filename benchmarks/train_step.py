@@ -28,6 +28,11 @@ expand, IoU crop, resize, flip) and their own target encoding, at batch 8 and 32
 Images per second = images / wall time of `--repeats` iterations after `--warmup`, waits for data
 included. Each side's iteration waits for its loss values only, as its training loop does (the backward and
 update may run on while the next batch is fetched); the clock starts and stops on an idle engine.
+Before either, `training_ceiling` times one large 3x3 convolution's forward and both gradients alone (what
+fp32 convolutions reach in training here) and counts the convolutions of a darknet53 training step
+(`conv_gflop(training=True)`); the step rows then give each side's GFLOP/s, and the pipeline row what
+1.25x GluonCV would need: GFLOP/s over the whole iteration, and the time left for everything that is
+not a convolution once the convolutions run at the ceiling.
 `--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
 default thread count).
 """
@@ -56,7 +61,7 @@ from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa
 from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
 from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
-from gluon_yolo3.evaluation.speed import median_seconds  # noqa: E402
+from gluon_yolo3.evaluation.speed import conv_gflop, median_seconds  # noqa: E402
 
 MODELS = {
     "darknet53": ("recipes/bccd_darknet53.yaml", "ours darknet53-YOLOv3"),
@@ -76,6 +81,32 @@ def our_trainer(name: str, size: int, batch: int, folder: Path, transforms=()) -
     trainer = Trainer(recipe, folder / name, progress=False, log=lambda *_: None)
     trainer.setup()
     return trainer
+
+
+def training_ceiling(size: int, batch: int, runs: int = 10) -> Dict[str, float]:
+    """What the machine's fp32 convolutions reach in training, and what a darknet53 step asks of them.
+
+    -> {"conv_gflops": GFLOP/s of one large 3x3 convolution's forward, input gradient and weight gradient
+    (darknet53's 256 -> 512 channels at its stage-4 map, size / 16, hybridized, oneDNN), "gflop_per_image":
+    the convolutions of our darknet53 training step per image (forward and both gradients, none for the
+    image; `conv_gflop(training=True)`)}."""
+    side = size // 16
+    conv = gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
+    conv.initialize()
+    conv.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.random.normal(shape=(batch, 256, side, side))
+    x.attach_grad()
+    head_grad = mx.nd.random.normal(shape=(batch, 512, side, side))
+
+    def forward_backward():
+        with autograd.record():
+            y = conv(x)
+        y.backward(head_grad)
+        mx.nd.waitall()
+    seconds = median_seconds(forward_backward, runs, warmup=3)
+    recipe = api.load(REPO / MODELS["darknet53"][0], [f"model.input_size={size}"])
+    gflop = conv_gflop(api.build(recipe, 3), size, training=True)      # 3 classes, as our_trainer's data
+    return {"conv_gflops": 3 * 2 * batch * side * side * 512 * 256 * 9 / seconds / 1e9, "gflop_per_image": gflop}
 
 
 def our_step(name: str, size: int, batch: int, folder: Path):
@@ -198,9 +229,21 @@ def iterations_per_second(make_iter, step, batch: int, repeats: int, warmup: int
                 return repeats * batch / (time.perf_counter() - start)
 
 
+def budget(ceiling: Dict[str, float], gluoncv_img_s: float, batch: int, target: float = 1.25) -> Dict[str, float]:
+    """What `target` x GluonCV's images/s asks of the machine: -> {"need_gflops" (convolutions only, over the
+    whole iteration), "need_share" (of the ceiling), "budget_s" (per iteration), "conv_s_at_ceiling" (its
+    convolutions at the ceiling), "rest_s" (what is left for everything else)}."""
+    need = target * gluoncv_img_s * ceiling["gflop_per_image"]
+    budget_s = batch / (target * gluoncv_img_s)
+    conv_s = batch * ceiling["gflop_per_image"] / ceiling["conv_gflops"]
+    return {"target": target, "need_gflops": need, "need_share": need / ceiling["conv_gflops"],
+            "budget_s": budget_s, "conv_s_at_ceiling": conv_s, "rest_s": budget_s - conv_s}
+
+
 def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeats: int = 5, warmup: int = 2,
-                 rounds: int = 2, gluoncv_only: bool = False) -> Dict[str, float]:
-    """Training iterations with the data pipeline: -> {"ours_img_s", "gluoncv_img_s", "ratio", ...}."""
+                 rounds: int = 2, gluoncv_only: bool = False, ceiling=None) -> Dict[str, float]:
+    """Training iterations with the data pipeline: -> {"ours_img_s", "gluoncv_img_s", "ratio", ...}; with
+    `ceiling` (training_ceiling()), also the `budget` that 1.25x GluonCV leaves."""
     warmup = max(warmup, 2)      # the second iteration still builds (backward graph): never time it
     dataset, what = load_images(root, size, count=batch * (repeats + warmup + 1))
     threads = os.environ.get("MXNET_OMP_MAX_THREADS", "MXNet's default")
@@ -220,12 +263,20 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
         out.update(ours_img_s=best["ours"], ratio=best["ours"] / best["gluoncv"])
         print(f"  ours {best['ours']:.2f} images/s, GluonCV {best['gluoncv']:.2f} images/s, "
               f"ratio {out['ratio']:.2f}x (target >= 1.25x)")
+    if ceiling and not gluoncv_only:
+        b = out["budget"] = budget(ceiling, best["gluoncv"], batch)
+        print(f"  1.25x GluonCV needs {b['need_gflops']:.0f} GFLOP/s of convolutions over the whole iteration "
+              f"({b['need_share']:.0%} of one convolution's training ceiling, {ceiling['conv_gflops']:.0f}): "
+              f"{b['budget_s']:.2f} s per iteration, of which its convolutions at the ceiling take "
+              f"{b['conv_s_at_ceiling']:.2f} s, leaving {b['rest_s']:.2f} s for BatchNorm, LeakyReLU, additions, "
+              f"loss, update and data")
     return out
 
 
 def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, warmup: int = 2,
-        rounds: int = 2) -> Dict[str, Dict[str, float]]:
-    """-> {name: {"ours_img_s", "gluoncv_img_s", "ratio"}}; GluonCV is timed in every round alongside."""
+        rounds: int = 2, ceiling=None) -> Dict[str, Dict[str, float]]:
+    """-> {name: {"ours_img_s", "gluoncv_img_s", "ratio"}}; GluonCV is timed in every round alongside. With
+    `ceiling` (training_ceiling()), darknet53's GFLOP/s on each side too."""
     with tempfile.TemporaryDirectory() as tmp:
         steps = {}
         images = None
@@ -246,6 +297,12 @@ def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, wa
                      "ours_s_step": best[name], "gluoncv_s_step": best["gluoncv"]}
         print(f"  {MODELS[name][1]:<34} {ours:7.2f} images/s  ({best[name]:.2f} s/step)   "
               f"ratio vs GluonCV darknet53 {ours / gcv:5.2f}x")
+        if ceiling and name == "darknet53":
+            rate = {side: img_s * ceiling["gflop_per_image"] for side, img_s in (("ours", ours), ("gluoncv", gcv))}
+            out[name].update({f"{side}_gflops": v for side, v in rate.items()})
+            print(f"  darknet53 convolutions per training image {ceiling['gflop_per_image']:.1f} GFLOP: ours "
+                  f"{rate['ours']:.0f} GFLOP/s, GluonCV {rate['gluoncv']:.0f} GFLOP/s; one convolution's training "
+                  f"ceiling {ceiling['conv_gflops']:.0f} GFLOP/s")
     return out
 
 
@@ -273,11 +330,17 @@ def main(argv=None):
     models = [args.only] if args.only else list(MODELS)
     print(f"mxnet {mx.__version__}, OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}")
     out = {}
+    ceiling = None
+    if not args.gluoncv_only:
+        ceiling = out["ceiling"] = training_ceiling(args.size, args.batch_size)
+        print(f"training ceiling: one 3x3 convolution (256 -> 512 channels, {args.size // 16}x{args.size // 16}, "
+              f"batch {args.batch_size}), forward and both gradients: {ceiling['conv_gflops']:.0f} GFLOP/s; "
+              f"darknet53 training step: {ceiling['gflop_per_image']:.1f} GFLOP of convolutions per image")
     if not (args.pipeline_only or args.gluoncv_only):
-        out["step"] = run(models, args.size, args.batch_size, args.repeats, args.warmup, args.rounds)
+        out["step"] = run(models, args.size, args.batch_size, args.repeats, args.warmup, args.rounds, ceiling)
     if args.pipeline or args.pipeline_only or args.gluoncv_only:
         out["pipeline"] = run_pipeline(args.root, args.size, args.batch_size, args.workers, args.repeats,
-                                       args.warmup, args.rounds, gluoncv_only=args.gluoncv_only)
+                                       args.warmup, args.rounds, gluoncv_only=args.gluoncv_only, ceiling=ceiling)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out

@@ -50,3 +50,14 @@ def test_benchmark_verb_times_training_and_inference(tmp_path):
 def test_benchmark_names_a_bad_recipe_key():
     result = invoke("benchmark", "recipes/demo_tiny.yaml", "--set", "train.bach_size=4")
     assert result.exit_code != 0 and "batch_size" in result.output
+
+
+def test_training_gflop_counts_both_gradients_but_none_for_the_image():
+    from mxnet.gluon import nn
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1, in_channels=3, use_bias=False),            # reads the image
+            nn.Conv2D(4, 1, strides=2, in_channels=8, use_bias=False))             # 8 x 8 output
+    first, second = 2 * 16 * 16 * 8 * 3 * 9, 2 * 8 * 8 * 4 * 8
+    assert conv_gflop(net, 16) == pytest.approx((first + second) / 1e9)
+    # forward + weight gradient for both; input gradient for the second only
+    assert conv_gflop(net, 16, training=True) == pytest.approx((2 * first + 3 * second) / 1e9)

@@ -15,8 +15,12 @@ import mxnet as mx
 import numpy as np
 
 
-def conv_gflop(net, size: int) -> float:
-    """GFLOP (2 x multiply-adds, as Darknet counts) of every convolution of `net` for one `size`^2 image."""
+def conv_gflop(net, size: int, training: bool = False) -> float:
+    """GFLOP (2 x multiply-adds, as Darknet counts) of every convolution of `net` for one `size`^2 image.
+
+    `training`: a training step's convolutions, forward and backward: the forward, the weight gradient
+    (as many multiply-adds), and the input gradient (as many again) of every convolution except those that
+    read the image itself, which needs no gradient."""
     sym = net(mx.sym.var("data"))
     sym = mx.sym.Group(list(sym)) if isinstance(sym, (list, tuple)) else sym
     internals = sym.get_internals()
@@ -29,7 +33,11 @@ def conv_gflop(net, size: int) -> float:
         if node["op"] == "Convolution":
             weight = arg_shape[nodes[node["inputs"][1][0]]["name"]]
             out = out_shape[node["name"] + "_output"]
-            total += 2.0 * float(np.prod(weight)) * out[2] * out[3]
+            forward = 2.0 * float(np.prod(weight)) * out[2] * out[3]
+            if training:
+                reads_image = nodes[node["inputs"][0][0]]["name"] == "data"
+                forward *= 2 if reads_image else 3
+            total += forward
     return total / 1e9
 
 
