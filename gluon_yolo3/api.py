@@ -23,6 +23,9 @@ from .models.detector import YOLOv3, build_detector
 from .plugins import load_plugins
 from .recipe import load_recipe
 
+# oneDNN's graph fusion: in the CPU wheels (and the GPU ones, for their CPU contexts)
+ONEDNN = mx.runtime.Features().is_enabled("MKLDNN")
+
 __all__ = ["load", "build", "load_detector", "train", "evaluate", "Predictor", "deployed_predictor"]
 
 
@@ -49,14 +52,14 @@ def class_names(recipe: Mapping[str, Any]) -> List[str]:
 
 def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
                   classes: Optional[Sequence[str]] = None, hybridize: bool = True,
-                  fuse: bool = False) -> YOLOv3:
+                  fuse: Optional[bool] = None) -> YOLOv3:
     """A detector with weights from a `.params` file or a run folder, on `contexts` (default cpu:0).
 
-    `fuse=True` (CPU only, implies hybridize): oneDNN fuses conv + BatchNorm + LeakyReLU
-    (`optimize_for(backend='MKLDNN')`, partitioned at batch 1 and `model.input_size`), the same outputs.
-    Experimental: measured 0.9x to 1.1x of the plain graph at batch 1 and 0.74x at batch 8
-    (benchmarks/PROFILE.md). The fused graph holds the weights loaded here: for other weights, call
-    load_detector again.
+    `fuse` (implies hybridize): oneDNN fuses each conv + BatchNorm + LeakyReLU into one primitive
+    (`optimize_for(backend='MKLDNN')`, partitioned at batch 1 and `model.input_size`; another input shape
+    re-plans once), the same detections. Default (None): on when hybridized on a single CPU context of a
+    oneDNN build. Darknet-53 at 416: 1.2x the plain graph's speed (`make bench`, benchmarks/PROFILE.md).
+    The fused graph holds the weights loaded here: for other weights, call load_detector again.
     """
     contexts = contexts or [mx.cpu()]
     classes = list(classes) if classes is not None else class_names(recipe)
@@ -69,12 +72,15 @@ def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
         raise ValueError(f"weights '{path}' do not fit the recipe's model "
                          f"({recipe['model']['backbone']['type']}, {len(classes)} classes): "
                          f"{str(err).splitlines()[0]}") from None
+    if fuse is None:
+        fuse = hybridize and len(contexts) == 1 and contexts[0].device_type == "cpu" and ONEDNN
     if fuse and all(c.device_type == "cpu" for c in contexts):
         size = int(recipe["model"]["input_size"])
         # static_shape: without it the fused graph ran 1.3x slower than with it (benchmarks/PROFILE.md);
         # another input shape re-plans the graph once
         net.optimize_for(mx.nd.zeros((1, 3, size, size), ctx=contexts[0]), backend="MKLDNN",
                          static_alloc=True, static_shape=True)
+        net.fused = True
     elif hybridize:
         net.hybridize(static_alloc=True)
     return net
@@ -89,13 +95,14 @@ def train(recipe: Mapping[str, Any], workdir: Optional[str] = None, devices=None
 
 
 def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metric: Optional[str] = None,
-             split: str = "val", progress: bool = True):
-    """(metric result dict, per-image detections) of the weights on the recipe's `split` dataset."""
+             split: str = "val", progress: bool = True, fuse: Optional[bool] = None):
+    """(metric result dict, per-image detections) of the weights on the recipe's `split` dataset; `fuse` as in
+    load_detector."""
     from .engine.trainer import build_datasets
     from .evaluation.runner import evaluate as run_eval
     contexts = parse_devices(devices or recipe["train"]["devices"])
     dataset = build_datasets(recipe, splits=(split,))[split]
-    net = load_detector(recipe, weights, contexts, classes=dataset.classes)
+    net = load_detector(recipe, weights, contexts, classes=dataset.classes, fuse=fuse)
     return run_eval(net, dataset, recipe, contexts, metric=metric, progress=progress)
 
 
@@ -107,11 +114,12 @@ class Predictor:
     """
 
     def __init__(self, recipe: Mapping[str, Any], weights: str | Path | None = None, net: YOLOv3 = None,
-                 classes: Optional[Sequence[str]] = None, contexts=None, score_thresh: Optional[float] = None):
+                 classes: Optional[Sequence[str]] = None, contexts=None, score_thresh: Optional[float] = None,
+                 fuse: Optional[bool] = None):
         self.recipe = recipe
         self.contexts = contexts or [mx.cpu()]
         self.classes = list(classes) if classes is not None else class_names(recipe)
-        self.net = net if net is not None else load_detector(recipe, weights, self.contexts, self.classes)
+        self.net = net if net is not None else load_detector(recipe, weights, self.contexts, self.classes, fuse=fuse)
         self.resize = build_resize(recipe["data"]["resize"], recipe["model"]["input_size"])
         self.normalize = ImageNormalizer(recipe["data"]["mean"], recipe["data"]["std"])
         self.score_thresh = recipe["predict"]["score_thresh"] if score_thresh is None else score_thresh

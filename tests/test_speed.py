@@ -32,19 +32,24 @@ def test_conv_gflop_matches_darknets_count(recipe, darknet_bflops):
 def test_benchmark_verb_times_training_and_inference(tmp_path):
     out = tmp_path / "speed.json"
     result = invoke("benchmark", "recipes/demo_tiny.yaml", "--train-steps", 2, "--warmup", 1, "--batch-sizes", "1,2",
-                    "--runs", 2, "--fuse", "--json", out, *sets(TINY_DEMO))
+                    "--runs", 2, "--json", out, *sets(TINY_DEMO))
     assert result.exit_code == 0, result.output
-    assert "training:" in result.output and "inference fused, batch 2, 64 px" in result.output
+    assert "training:" in result.output and "inference (fused graph), batch 2, 64 px" in result.output
     figures = json.loads(out.read_text())
     train = figures["train"]
     assert train["batch_size"] == 4 and train["steps"] == 2 and train["img_s"] > 0
     assert train["img_s"] == pytest.approx(4 / train["s_per_step"])
     assert 0 <= train["data_wait_s"] < train["s_per_step"]
-    for key in ("inference", "inference fused"):
-        block = figures[key]
-        assert set(block["batches"]) == {"1", "2"}
-        for batch, row in block["batches"].items():
-            assert row["gflops"] == pytest.approx(block["gflop_per_image"] * int(batch) / (row["ms"] / 1000))
+    block = figures["inference"]
+    assert block["fused"] is True                       # what eval and predict run on one CPU
+    assert set(block["batches"]) == {"1", "2"}
+    for batch, row in block["batches"].items():
+        assert row["gflops"] == pytest.approx(block["gflop_per_image"] * int(batch) / (row["ms"] / 1000))
+    result = invoke("benchmark", "recipes/demo_tiny.yaml", "--train-steps", 0, "--batch-sizes", "1", "--runs", 1,
+                    "--no-fuse", "--json", out, *sets(TINY_DEMO))
+    assert result.exit_code == 0, result.output
+    assert "training:" not in result.output and "inference, batch 1, 64 px" in result.output
+    assert json.loads(out.read_text())["inference"]["fused"] is False
 
 
 def test_benchmark_names_a_bad_recipe_key():

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from gluon_yolo3.cli import DEVICES_HELP, KNOWN_ERRORS, SET_HELP, app, fail
+from gluon_yolo3.cli import DEVICES_HELP, FUSE_HELP, KNOWN_ERRORS, SET_HELP, app, fail
 
 
 @app.command("benchmark")
@@ -20,7 +20,7 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
               batch_sizes: str = typer.Option("1,8", help="Inference batch sizes, comma-separated "
                                                           "(empty: skip inference)."),
               runs: int = typer.Option(10, help="Timed inference calls per batch size (median)."),
-              fuse: bool = typer.Option(False, help="Also time oneDNN's fused conv + BN + LeakyReLU graph."),
+              fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help=FUSE_HELP),
               devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here."),
               set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
@@ -42,13 +42,10 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             typer.echo(f"training: {t['img_s']:.2f} images/s ({t['s_per_step']:.3f} s per step of "
                        f"{t['batch_size']} images on {','.join(t['devices'])}, {t['workers']} data workers, "
                        f"{t['data_wait_s']:.3f} s per step waiting for data)")
-        for fused in ([False, True] if fuse else [False]):
-            if not sizes:
-                break
-            r = inference_latency(cfg, weights, sizes, runs, fuse=fused, contexts=contexts[:1])
-            result["inference" + (" fused" if fused else "")] = r
+        if sizes:
+            r = result["inference"] = inference_latency(cfg, weights, sizes, runs, fuse=fuse, contexts=contexts[:1])
             for batch, row in r["batches"].items():
-                typer.echo(f"inference{' fused' if fused else ''}, batch {batch}, {r['size']} px: "
+                typer.echo(f"inference{' (fused graph)' if r['fused'] else ''}, batch {batch}, {r['size']} px: "
                            f"{row['ms']:.2f} ms ({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
                            f"{r['gflop_per_image']:.2f} GFLOP per image)")
     except KNOWN_ERRORS as err:

@@ -54,11 +54,12 @@ def median_seconds(call: Callable[[], Any], runs: int, warmup: int = 2) -> float
 
 
 def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
-                      runs: int = 10, fuse: bool = False, contexts=None) -> Dict[str, Any]:
-    """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size.
+                      runs: int = 10, fuse: Optional[bool] = None, contexts=None) -> Dict[str, Any]:
+    """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size,
+    fused or not as `api.load_detector(fuse=...)` decides.
 
     Without `weights` the network has random weights (latency does not depend on their values).
-    -> {"gflop_per_image", "size", "batches": {B: {"ms", "img_s", "gflops"}}}."""
+    -> {"gflop_per_image", "size", "fused", "batches": {B: {"ms", "img_s", "gflops"}}}."""
     from .. import api
     from ..models.detector import build_detector
     classes = api.class_names(recipe)
@@ -73,7 +74,8 @@ def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequ
             net.save_parameters(str(weights))
         detector = api.load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
     gflop = conv_gflop(build_detector(recipe, len(classes)), size)
-    out: Dict[str, Any] = {"gflop_per_image": gflop, "size": size, "fused": fuse, "batches": {}}
+    out: Dict[str, Any] = {"gflop_per_image": gflop, "size": size,
+                           "fused": detector.fused, "batches": {}}
     rng = np.random.default_rng(0)
     for batch in batch_sizes:
         x = mx.nd.array(rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32), ctx=contexts[0])

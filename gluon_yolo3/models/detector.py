@@ -26,6 +26,7 @@ class YOLOv3(gluon.HybridBlock):
         self.anchors = [[list(map(float, a)) for a in group] for group in anchors]
         self.strides = tuple(backbone.strides)
         self._traced_training = None
+        self.fused = False          # api.load_detector(fuse=...): oneDNN's fused inference graph
         with self.name_scope():
             self.backbone = backbone
             self.neck = neck
