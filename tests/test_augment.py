@@ -248,8 +248,8 @@ def test_multi_scale_training_step_through_the_hybridized_net_on_two_devices():
         with autograd.record():
             losses = [loss_fn(t, g, *net(xd)) for xd, t, g in
                       zip(parts, split_batch(target, contexts), split_batch(gt, contexts))]
-            totals = [l.sum() for l in losses]
+            totals = [loss.sum() for loss in losses]
         autograd.backward(totals)
-        assert all(np.isfinite(l.asnumpy()).all() for l in losses)
+        assert all(np.isfinite(loss.asnumpy()).all() for loss in losses)
         shapes.add(size)
     assert len(shapes) >= 2

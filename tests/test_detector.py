@@ -59,7 +59,9 @@ def test_inference_decodes_the_raw_outputs():
     with autograd.train_mode():
         raw = [r.asnumpy()[0] for r in net(x)]
     ids, scores, boxes = [o.asnumpy()[0] for o in net(x)]
-    sig = lambda v: 1 / (1 + np.exp(-v))
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
     best = (-1.0, None)
     for s, r in enumerate(raw):                                     # r: (H, W, A, 5 + C)
         stride = net.strides[s]

@@ -108,7 +108,9 @@ def test_darknet53_features_and_names():
     assert [f.shape for f in feats] == [(1, 256, 8, 8), (1, 512, 4, 4), (1, 1024, 2, 2)]
     # two networks built alike differ only in the top-level prefix
     other = Darknet53()
-    strip = lambda net: [n[len(net.prefix):] for n in net.collect_params()]
+
+    def strip(net):
+        return [n[len(net.prefix):] for n in net.collect_params()]
     assert strip(backbone) == strip(other) and backbone.prefix != other.prefix
     assert "stage3_block7_conv2_bn_running_var" in strip(backbone)
 

@@ -104,7 +104,8 @@ def test_threshold_one_is_best_anchor_and_zero_is_every_anchor(seed):
     best = BestAnchorAssigner(ANCHORS, STRIDES, NUM_CLASSES)(boxes, classes, INPUT_HW)
     only_best = MultiAnchorAssigner(ANCHORS, STRIDES, NUM_CLASSES, iou_thresh=1.0)(boxes, classes, INPUT_HW)
     np.testing.assert_array_equal(only_best, best)
-    box_idx, anchor_idx = MultiAnchorAssigner(ANCHORS, STRIDES, NUM_CLASSES, iou_thresh=0.0).match(boxes[:, 2:] - boxes[:, :2])
+    every = MultiAnchorAssigner(ANCHORS, STRIDES, NUM_CLASSES, iou_thresh=0.0)
+    box_idx, anchor_idx = every.match(boxes[:, 2:] - boxes[:, :2])
     np.testing.assert_array_equal(box_idx, np.repeat(np.arange(6), 4))
     np.testing.assert_array_equal(anchor_idx, np.tile(np.arange(4), 6))
 
