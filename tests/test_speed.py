@@ -52,6 +52,28 @@ def test_benchmark_verb_times_training_and_inference(tmp_path):
     assert json.loads(out.read_text())["inference"]["fused"] is False
 
 
+def test_benchmark_times_a_deployed_model_beside_the_recipe(tmp_path):
+    import mxnet as mx
+    from gluon_yolo3.deploy.export import export_onnx
+    recipe = api.load("recipes/demo_tiny.yaml", TINY_DEMO)
+    net = build_detector(recipe, len(api.class_names(recipe)))
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 64, 64)))
+    net.save_parameters(str(tmp_path / "w.params"))
+    onnx_file = export_onnx(recipe, tmp_path / "w.params", tmp_path / "onnx", batch_size=1, dynamic=False)["onnx"]
+    out = tmp_path / "speed.json"
+    result = invoke("benchmark", "recipes/demo_tiny.yaml", "--train-steps", 0, "--batch-sizes", "1,2", "--runs", 1,
+                    "--deployed", onnx_file, "--json", out, *sets(TINY_DEMO))
+    assert result.exit_code == 0, result.output
+    assert f"onnx ({onnx_file}), batch 2, 64 px" in result.output      # batch 1 export, run in two chunks
+    deployed = json.loads(out.read_text())["deployed"][str(onnx_file)]
+    assert deployed["model"] == "onnx" and set(deployed["batches"]) == {"1", "2"}
+    # exported at 64 px: refused, with the file named, for a recipe at 96
+    result = invoke("benchmark", "recipes/demo_tiny.yaml", "--train-steps", 0, "--batch-sizes", "1", "--runs", 1,
+                    "--deployed", onnx_file, *sets(TINY_DEMO + ["model.input_size=96"]))
+    assert result.exit_code != 0 and str(onnx_file) in result.output and "64 px" in result.output
+
+
 def test_benchmark_names_a_bad_recipe_key():
     result = invoke("benchmark", "recipes/demo_tiny.yaml", "--set", "train.bach_size=4")
     assert result.exit_code != 0 and "batch_size" in result.output

@@ -21,6 +21,9 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                                                           "(empty: skip inference)."),
               runs: int = typer.Option(10, help="Timed inference calls per batch size (median)."),
               fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help=FUSE_HELP),
+              deployed: Optional[List[Path]] = typer.Option(
+                  None, help="Also time this exported or quantized model (an int8 folder from `quantize`, an "
+                             "export folder, an .onnx file), at the same batch sizes. Repeatable."),
               devices: Optional[str] = typer.Option(None, help=DEVICES_HELP),
               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here."),
               set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
@@ -29,7 +32,7 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     Against GluonCV, side by side: `make bench` (benchmarks/run_all.py)."""
     from gluon_yolo3 import api
     from gluon_yolo3.engine.devices import parse_devices
-    from gluon_yolo3.evaluation.speed import inference_latency, training_throughput
+    from gluon_yolo3.evaluation.speed import deployed_latency, inference_latency, training_throughput
     try:
         cfg = api.load(recipe, set_ or [])
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -48,6 +51,17 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                 typer.echo(f"inference{' (fused graph)' if r['fused'] else ''}, batch {batch}, {r['size']} px: "
                            f"{row['ms']:.2f} ms ({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
                            f"{r['gflop_per_image']:.2f} GFLOP per image)")
+        for path in deployed or []:
+            if not sizes:
+                break
+            plain = result["inference"]
+            d = deployed_latency(path, sizes, runs, ctx=contexts[0], size=plain["size"],
+                                 gflop_per_image=plain["gflop_per_image"])
+            result.setdefault("deployed", {})[str(path)] = d
+            for batch, row in d["batches"].items():
+                typer.echo(f"{d['model']} ({path}), batch {batch}, {d['size']} px: {row['ms']:.2f} ms "
+                           f"({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
+                           f"{plain['batches'][batch]['ms'] / row['ms']:.2f}x as fast as the MXNet detector above)")
     except KNOWN_ERRORS as err:
         fail(err)
     if json_out:

@@ -120,6 +120,11 @@ def onnx_info(path) -> Dict[str, Any]:
     return read_deploy_info(Path(path).parent)
 
 
+def deployed_label(info: Mapping[str, Any]) -> str:
+    """What runs a deployed model: "mxnet", "onnx", "int8" (MXNet's), "onnx-int8" (onnxruntime's)."""
+    return str(info.get("format")) + ("-int8" if info.get("precision") == "int8" else "")
+
+
 def load_deployed(path, ctx=None):
     """A detector from an ONNX file, an MXNet export folder or an int8 (quantized) folder."""
     path = Path(path)

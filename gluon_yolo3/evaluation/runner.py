@@ -75,7 +75,7 @@ def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Opt
 
     The result gets `"model": <format>` (int8, mxnet, onnx). The export's input size, resize, mean and std
     must equal the recipe's (ValueError naming the difference otherwise)."""
-    from ..deploy.runtime import load_deployed
+    from ..deploy.runtime import deployed_label, load_deployed
     from ..engine.devices import parse_devices
     from ..engine.trainer import build_datasets
     contexts = parse_devices(devices or recipe["train"]["devices"])[:1]
@@ -89,7 +89,7 @@ def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Opt
                              f"evaluate it with the recipe it was exported from")
     dataset = build_datasets(recipe, splits=(split,))[split]
     result, detections = evaluate(detector, dataset, recipe, contexts, metric=metric, progress=progress)
-    result["model"] = info.get("format") + ("-int8" if info.get("precision") == "int8" else "")
+    result["model"] = deployed_label(info)
     return result, detections
 
 

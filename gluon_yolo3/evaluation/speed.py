@@ -53,6 +53,33 @@ def median_seconds(call: Callable[[], Any], runs: int, warmup: int = 2) -> float
     return float(np.median(times))
 
 
+def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, ctx=None,
+                     size: Optional[int] = None, gflop_per_image: Optional[float] = None) -> Dict[str, Any]:
+    """Latency of an exported or quantized model (`deploy.runtime.load_deployed`: an int8 folder, an MXNet export
+    folder, an .onnx file), NMS included, outputs copied to numpy, at its input size (ValueError if `size` is
+    given and differs). onnxruntime gets numpy input; a model exported at a fixed batch runs larger batches
+    chunk by chunk.
+    -> {"model" (deployed_label), "size", "batches": {B: {"ms", "img_s"[, "gflops"]}}}."""
+    from ..deploy.runtime import OnnxDetector, deployed_label, load_deployed
+    detector = load_deployed(path, ctx)
+    if size is not None and int(detector.info["input_size"]) != int(size):
+        raise ValueError(f"'{path}' was exported at {detector.info['input_size']} px, not {size}: time it with "
+                         f"the recipe it was exported from")
+    size = int(detector.info["input_size"])
+    as_numpy = isinstance(detector, OnnxDetector)
+    out: Dict[str, Any] = {"model": deployed_label(detector.info), "size": size, "batches": {}}
+    rng = np.random.default_rng(0)
+    for batch in batch_sizes:
+        x = rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32)
+        x = x if as_numpy else mx.nd.array(x, ctx=ctx or mx.cpu())
+        seconds = median_seconds(lambda: [np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o)
+                                          for o in detector(x)], runs)
+        row = out["batches"][int(batch)] = {"ms": seconds * 1000, "img_s": batch / seconds}
+        if gflop_per_image:
+            row["gflops"] = gflop_per_image * batch / seconds
+    return out
+
+
 def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
                       runs: int = 10, fuse: Optional[bool] = None, contexts=None) -> Dict[str, Any]:
     """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size,
