@@ -5,8 +5,8 @@
     python benchmarks/inference.py --json out.json    # the figures as JSON too
 
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to numpy:
-MXNet fp32 (the hybridized YOLOv3 block; "fused": `api.load_detector(..., fuse=True)`, oneDNN's conv + BN +
-LeakyReLU fusion), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic
+MXNet fp32 (the hybridized YOLOv3 block, `api.load_detector(..., fuse=False)`; "fused": oneDNN's conv + BN +
+LeakyReLU fusion, what `eval`, `predict` and `load_detector` run by default on one CPU), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic
 images), onnxruntime fp32 (`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
 onnxruntime int8 (`gluon-yolo3 quantize --runtime onnxruntime --batch-size B`, 16 images, then the numpy NMS),
 and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded) as the outside
@@ -112,7 +112,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
     weights = folder / f"{name}.params"
     net.save_parameters(str(weights))
     if not gluoncv_only:
-        fp32 = api.load_detector(recipe, weights, classes=classes)
+        fp32 = api.load_detector(recipe, weights, classes=classes, fuse=False)
         fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
         quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
         int8 = load_quantized(folder / f"{name}_int8")

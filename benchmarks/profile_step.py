@@ -56,7 +56,7 @@ def profile_inference(calls: int, top: int, skip_gluoncv: bool):
         weights = Path(tmp) / "w.params"
         net.save_parameters(str(weights))
         x = mx.nd.random.normal(shape=(1, 3, 416, 416))
-        ours = inf.mx_call(api.load_detector(recipe, weights, classes=classes))
+        ours = inf.mx_call(api.load_detector(recipe, weights, classes=classes, fuse=False))
         profile(lambda: ours(x), calls, top, "ours darknet53 fp32 inference, batch 1, 416")
         if not skip_gluoncv:
             ref = inf.mx_call(inf.gluoncv_reference("darknet53", len(classes)))
