@@ -54,14 +54,14 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         for path in deployed or []:
             if not sizes:
                 break
-            plain = result["inference"]
-            d = deployed_latency(path, sizes, runs, ctx=contexts[0], size=plain["size"],
-                                 gflop_per_image=plain["gflop_per_image"])
+            reference = result["inference"]
+            d = deployed_latency(path, sizes, runs, ctx=contexts[0], size=reference["size"],
+                                 gflop_per_image=reference["gflop_per_image"])
             result.setdefault("deployed", {})[str(path)] = d
             for batch, row in d["batches"].items():
                 typer.echo(f"{d['model']} ({path}), batch {batch}, {d['size']} px: {row['ms']:.2f} ms "
                            f"({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
-                           f"{plain['batches'][batch]['ms'] / row['ms']:.2f}x as fast as the MXNet detector above)")
+                           f"{reference['batches'][batch]['ms'] / row['ms']:.2f}x as fast as the MXNet detector above)")
     except KNOWN_ERRORS as err:
         fail(err)
     if json_out:
