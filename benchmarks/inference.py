@@ -6,8 +6,9 @@
 
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to numpy:
 MXNet fp32 (the hybridized YOLOv3 block, `api.load_detector(..., fuse=False)`; "fused": oneDNN's conv + BN +
-LeakyReLU fusion, what `eval`, `predict` and `load_detector` run by default on one CPU), MXNet int8 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic
-images), onnxruntime fp32 (`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
+LeakyReLU fusion, what `eval`, `predict` and `load_detector` run by default on one CPU), MXNet int8
+(`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic images), onnxruntime fp32
+(`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
 onnxruntime int8 (`gluon-yolo3 quantize --runtime onnxruntime --batch-size B`, 16 images, then the numpy NMS),
 and GluonCV's YOLO3 of the same architecture in fp32 (random weights, nothing downloaded) as the outside
 reference. MXNet runs with gluon_yolo3's OpenMP settings (threads.py: one thread per core, spinning briefly
