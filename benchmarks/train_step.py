@@ -263,7 +263,7 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
         out.update(ours_img_s=best["ours"], ratio=best["ours"] / best["gluoncv"])
         print(f"  ours {best['ours']:.2f} images/s, GluonCV {best['gluoncv']:.2f} images/s, "
               f"ratio {out['ratio']:.2f}x (target >= 1.25x)")
-    if ceiling and not gluoncv_only:
+    if ceiling:              # None with gluoncv_only
         b = out["budget"] = budget(ceiling, best["gluoncv"], batch)
         print(f"  1.25x GluonCV needs {b['need_gflops']:.0f} GFLOP/s of convolutions over the whole iteration "
               f"({b['need_share']:.0%} of one convolution's training ceiling, {ceiling['conv_gflops']:.0f}): "
