@@ -162,6 +162,18 @@ def test_eval_with_missing_weights_exits_2(tmp_path):
     assert "no weights at" in result.output and "no_run" in result.output
 
 
+@pytest.mark.parametrize("verb", ["train", "eval", "benchmark"])
+def test_a_missing_dataset_root_exits_2_naming_it(run, tmp_path, verb):
+    _, run_dir = run
+    voc = ["data.train={type: voc, root: " + str(tmp_path / "no_voc") + "}", "data.val={type: voc, root: "
+           + str(tmp_path / "no_voc") + "}", "data.classes=[circle, square, triangle]"]
+    args = {"train": ["--workdir", tmp_path / "w", "--no-progress"], "eval": ["--weights", run_dir, "--no-progress"],
+            "benchmark": ["--train-steps", 1, "--batch-sizes", ""]}[verb]
+    result = invoke(verb, RECIPE, *args, *sets(TINY + voc))
+    assert result.exit_code == 2, result.output
+    assert "VOC root not found" in result.output and "no_voc" in result.output
+
+
 def test_predict_writes_drawings_and_json(run, tmp_path):
     _, run_dir = run
     image, _ = SyntheticShapes(num_images=1, image_size=64, split="test")[0]

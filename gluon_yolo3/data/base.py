@@ -15,8 +15,9 @@ import numpy as np
 LABEL_COLUMNS = 6
 
 
-class DatasetError(Exception):
-    """A fatal dataset problem (missing root, empty split, no images, unreadable image)."""
+class DatasetError(ValueError):
+    """A fatal dataset problem (missing root, empty split, no images, unreadable image); a ValueError, so
+    that every CLI verb reports it as a bad input, by its message."""
 
 
 def empty_label() -> np.ndarray:
