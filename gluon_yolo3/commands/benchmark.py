@@ -51,17 +51,14 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                 typer.echo(f"inference{' (fused graph)' if r['fused'] else ''}, batch {batch}, {r['size']} px: "
                            f"{row['ms']:.2f} ms ({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
                            f"{r['gflop_per_image']:.2f} GFLOP per image)")
-        for path in deployed or []:
-            if not sizes:
-                break
-            reference = result["inference"]
-            d = deployed_latency(path, sizes, runs, ctx=contexts[0], size=reference["size"],
-                                 gflop_per_image=reference["gflop_per_image"])
-            result.setdefault("deployed", {})[str(path)] = d
-            for batch, row in d["batches"].items():
-                typer.echo(f"{d['model']} ({path}), batch {batch}, {d['size']} px: {row['ms']:.2f} ms "
-                           f"({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
-                           f"{reference['batches'][batch]['ms'] / row['ms']:.2f}x as fast as the MXNet detector above)")
+            for path in deployed or []:
+                d = deployed_latency(path, sizes, runs, ctx=contexts[0], size=r["size"],
+                                     gflop_per_image=r["gflop_per_image"])
+                result.setdefault("deployed", {})[str(path)] = d
+                for batch, row in d["batches"].items():
+                    typer.echo(f"{d['model']} ({path}), batch {batch}, {d['size']} px: {row['ms']:.2f} ms "
+                               f"({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
+                               f"{r['batches'][batch]['ms'] / row['ms']:.2f}x as fast as the MXNet detector above)")
     except KNOWN_ERRORS as err:
         fail(err)
     if json_out:
