@@ -22,7 +22,7 @@ For darknet53 GluonCV is timed twice: plain hybridized, and fused by oneDNN (`op
 backend='MKLDNN')`). GFLOP/s achieved = (GFLOP per image x batch) / latency, the GFLOP counted from our
 network's convolution shapes (2 x multiply-adds; GluonCV's darknet53 YOLOv3 is quoted at 65.9 per 416
 image), the same count for every runtime of a model. Beside it, the GFLOP/s of one large 3x3 convolution
-alone (`conv_ceiling`): roughly what fp32 convolutions reach on the machine at best.
+alone (`evaluation.speed.conv_ceiling`): roughly what fp32 convolutions reach on the machine at best.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
 from gluon_yolo3.deploy.onnx_int8 import quantize_onnx  # noqa: E402
 from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
 from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
-from gluon_yolo3.evaluation.speed import conv_gflop, median_seconds  # noqa: E402
+from gluon_yolo3.evaluation.speed import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
 
 COCO_ANCHORS = "[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]"
 MODELS = {
@@ -79,19 +79,6 @@ def gluoncv_fused(name: str, num_classes: int, x):
         return None
     net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
     return net
-
-
-def conv_ceiling(batch: int, runs: int = 10) -> float:
-    """GFLOP/s of one large 3x3 convolution through MXNet's oneDNN at `batch`: darknet53's 256 -> 512
-    channels on a 26x26 map (its stage-4 shape at 416 px), hybridized as the detectors are. What the
-    machine's fp32 convolutions reach at best; a whole network also runs thin early layers and
-    memory-bound BatchNorm, LeakyReLU and additions."""
-    conv = mx.gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
-    conv.initialize()
-    conv.hybridize(static_alloc=True, static_shape=True)
-    x = mx.nd.random.normal(shape=(batch, 256, 26, 26))
-    seconds = median_seconds(lambda: conv(x).wait_to_read(), runs, warmup=3)
-    return 2 * batch * 26 * 26 * 512 * 256 * 9 / seconds / 1e9
 
 
 def mx_call(net):
@@ -141,7 +128,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
                 arg = xn if key.startswith("onnxruntime") else x
                 results[key].append(median_seconds(lambda: call(arg), runs, warmup=3))
         latency = {k: min(v) for k, v in results.items()}
-        ceiling = out["conv_ceiling_gflops"][str(batch)] = conv_ceiling(batch)
+        ceiling = out["conv_ceiling_gflops"][str(batch)] = conv_ceiling(batch, 26)  # darknet53 stage 4, 416 px
         print(f"\n{title}, batch {batch} ({runs} runs x {rounds} rounds, median per round, best round); "
               f"{gflop:.3g} GFLOP per image; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
         base = latency["mxnet fp32"] if "mxnet fp32" in latency else latency["gluoncv fp32"]

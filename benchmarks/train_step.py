@@ -61,7 +61,7 @@ from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa
 from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
 from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
-from gluon_yolo3.evaluation.speed import conv_gflop, median_seconds  # noqa: E402
+from gluon_yolo3.evaluation.speed import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
 
 MODELS = {
     "darknet53": ("recipes/bccd_darknet53.yaml", "ours darknet53-YOLOv3"),
@@ -90,23 +90,9 @@ def training_ceiling(size: int, batch: int, runs: int = 10) -> Dict[str, float]:
     (darknet53's 256 -> 512 channels at its stage-4 map, size / 16, hybridized, oneDNN), "gflop_per_image":
     the convolutions of our darknet53 training step per image (forward and both gradients, none for the
     image; `conv_gflop(training=True)`)}."""
-    side = size // 16
-    conv = gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
-    conv.initialize()
-    conv.hybridize(static_alloc=True, static_shape=True)
-    x = mx.nd.random.normal(shape=(batch, 256, side, side))
-    x.attach_grad()
-    head_grad = mx.nd.random.normal(shape=(batch, 512, side, side))
-
-    def forward_backward():
-        with autograd.record():
-            y = conv(x)
-        y.backward(head_grad)
-        mx.nd.waitall()
-    seconds = median_seconds(forward_backward, runs, warmup=3)
     recipe = api.load(REPO / MODELS["darknet53"][0], [f"model.input_size={size}"])
     gflop = conv_gflop(api.build(recipe, 3), size, training=True)      # 3 classes, as our_trainer's data
-    return {"conv_gflops": 3 * 2 * batch * side * side * 512 * 256 * 9 / seconds / 1e9, "gflop_per_image": gflop}
+    return {"conv_gflops": conv_ceiling(batch, size // 16, backward=True, runs=runs), "gflop_per_image": gflop}
 
 
 def our_step(name: str, size: int, batch: int, folder: Path):

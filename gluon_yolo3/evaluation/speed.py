@@ -53,6 +53,49 @@ def median_seconds(call: Callable[[], Any], runs: int, warmup: int = 2) -> float
     return float(np.median(times))
 
 
+def conv_ceiling(batch: int, side: int, backward: bool = False, runs: int = 10) -> float:
+    """GFLOP/s of one large 3x3 convolution alone, darknet53's 256 -> 512 channels on a `side` x `side` map
+    (its stage-4 shape: 26 at 416 px, 20 at 320), batch `batch`, hybridized as the detectors are: roughly what
+    fp32 convolutions reach on this machine at best. `backward`: forward, input gradient and weight gradient
+    together (3x the forward's FLOPs), as in a training step."""
+    from mxnet import autograd
+    conv = mx.gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
+    conv.initialize()
+    conv.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.random.normal(shape=(batch, 256, side, side))
+    if backward:
+        x.attach_grad()
+        head_grad = mx.nd.random.normal(shape=(batch, 512, side, side))
+
+        def call():
+            with autograd.record():
+                y = conv(x)
+            y.backward(head_grad)
+            mx.nd.waitall()
+    else:
+        def call():
+            conv(x).wait_to_read()
+    seconds = median_seconds(call, runs, warmup=3)
+    return (3 if backward else 1) * 2 * batch * side * side * 512 * 256 * 9 / seconds / 1e9
+
+
+def batch_latency(detector, size: int, batch_sizes: Sequence[int], runs: int, ctx=None,
+                  gflop_per_image: Optional[float] = None) -> Dict[int, Dict[str, float]]:
+    """Median latency of `detector(x)` with its outputs copied to numpy, x `(B, 3, size, size)` random
+    float32 for each B: an NDArray on `ctx`, or numpy without one. -> {B: {"ms", "img_s"[, "gflops"]}}."""
+    rng = np.random.default_rng(0)
+    rows: Dict[int, Dict[str, float]] = {}
+    for batch in batch_sizes:
+        x = rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32)
+        x = x if ctx is None else mx.nd.array(x, ctx=ctx)
+        seconds = median_seconds(lambda: [o.asnumpy() if hasattr(o, "asnumpy") else np.asarray(o)
+                                          for o in detector(x)], runs)
+        row = rows[int(batch)] = {"ms": seconds * 1000, "img_s": batch / seconds}
+        if gflop_per_image:
+            row["gflops"] = gflop_per_image * batch / seconds
+    return rows
+
+
 def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, ctx=None,
                      size: Optional[int] = None, gflop_per_image: Optional[float] = None) -> Dict[str, Any]:
     """Latency of an exported or quantized model (`deploy.runtime.load_deployed`: an int8 folder, an MXNet export
@@ -67,17 +110,9 @@ def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, 
                          f"the recipe it was exported from")
     size = int(detector.info["input_size"])
     as_numpy = isinstance(detector, OnnxDetector)
-    out: Dict[str, Any] = {"model": deployed_label(detector.info), "size": size, "batches": {}}
-    rng = np.random.default_rng(0)
-    for batch in batch_sizes:
-        x = rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32)
-        x = x if as_numpy else mx.nd.array(x, ctx=ctx or mx.cpu())
-        seconds = median_seconds(lambda: [np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o)
-                                          for o in detector(x)], runs)
-        row = out["batches"][int(batch)] = {"ms": seconds * 1000, "img_s": batch / seconds}
-        if gflop_per_image:
-            row["gflops"] = gflop_per_image * batch / seconds
-    return out
+    return {"model": deployed_label(detector.info), "size": size,
+            "batches": batch_latency(detector, size, batch_sizes, runs, None if as_numpy else (ctx or mx.cpu()),
+                                     gflop_per_image)}
 
 
 def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
@@ -101,15 +136,8 @@ def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequ
             net.save_parameters(str(weights))
         detector = api.load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
     gflop = conv_gflop(build_detector(recipe, len(classes)), size)
-    out: Dict[str, Any] = {"gflop_per_image": gflop, "size": size,
-                           "fused": detector.fused, "batches": {}}
-    rng = np.random.default_rng(0)
-    for batch in batch_sizes:
-        x = mx.nd.array(rng.normal(0, 1, (batch, 3, size, size)).astype(np.float32), ctx=contexts[0])
-        seconds = median_seconds(lambda: [o.asnumpy() for o in detector(x)], runs)
-        out["batches"][int(batch)] = {"ms": seconds * 1000, "img_s": batch / seconds,
-                                      "gflops": gflop * batch / seconds}
-    return out
+    return {"gflop_per_image": gflop, "size": size, "fused": detector.fused,
+            "batches": batch_latency(detector, size, batch_sizes, runs, contexts[0], gflop)}
 
 
 def training_throughput(recipe: Mapping[str, Any], steps: int = 10, warmup: int = 3, devices=None,
