@@ -154,7 +154,8 @@ def main():
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}, "
-          f"OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}")
+          f"OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}, "
+          f"oneDNN ISA cap {os.environ.get('DNNL_MAX_CPU_ISA', 'default')} (AMX for int8: gluon_yolo3/amx.py)")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     out = {}
     names = ["darknet53"] if args.gluoncv_only else [args.only] if args.only else list(MODELS)

@@ -34,7 +34,7 @@ TARGETS = {"train": 1.25, "infer_fp32": 1.2, "infer_fastest": 3.0, "data": 3.0}
 
 
 def machine() -> Dict[str, Any]:
-    """CPU model, logical cores, and the versions the figures depend on."""
+    """CPU model, logical cores, the versions the figures depend on, and whether int8 runs on AMX tiles."""
     model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -43,10 +43,12 @@ def machine() -> Dict[str, Any]:
                 break
     except OSError:
         pass
+    from gluon_yolo3.amx import amx_enabled
     from gluon_yolo3.threads import physical_cores
     import mxnet as mx
     return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical_cores(),
-            "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform()}
+            "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform(),
+            "amx_int8": amx_enabled()}
 
 
 def run(script: str, args: List[str], threads: int, mxnet_defaults: bool = False) -> str:
@@ -84,7 +86,8 @@ def data_figures(text: str) -> Dict[str, float]:
 def markdown(result: Dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"# Benchmarks, {result['date']}" + (" (quick)" if result["quick"] else ""), "",
-             f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}.",
+             f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}; "
+             + ("MXNet int8 on AMX tiles (gluon_yolo3/amx.py)." if m.get("amx_int8") else "no AMX for MXNet int8."),
              f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run, both "
              f"sides at {result['threads']} OpenMP threads (MXNET_OMP_MAX_THREADS).", "",
              "| benchmark | ours | GluonCV | ratio | target |", "|---|---|---|---|---|"]
