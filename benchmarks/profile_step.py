@@ -2,14 +2,24 @@
 
     python benchmarks/profile_step.py --model darknet53 --steps 2     # batch 8, 320 px, as train_step.py
     python benchmarks/profile_step.py --inference --steps 5           # batch-1 fp32 inference at 416
+    python benchmarks/profile_step.py --onednn --batch 8              # the fused fp32 graph, per oneDNN primitive
 
 Prints, for each side, the operators with the largest total time over `--steps` profiled steps (after
 warm-up), and the share of the step spent outside operators (Python, host syncs, idle).
+
+`--onednn` times our fused fp32 detector (what `eval` and `predict` run) at 416 through oneDNN's own log
+(`DNNL_VERBOSE=1`): each primitive's execution time, the convolutions grouped by shape with their GFLOP/s,
+beside one large 3x3 convolution alone (`conv_ceiling`, darknet53's 256 -> 512 channels at 26x26): how close
+the network's convolutions come to what this machine's fp32 convolutions reach, and what is left outside them.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import ctypes
 import os
+import re
 import sys
 import tempfile
 import time
@@ -18,6 +28,8 @@ from pathlib import Path
 # one operator per profiler row: no bulking of operators into segments (set before MXNet loads)
 os.environ.setdefault("MXNET_EXEC_BULK_EXEC_TRAIN", "0")
 os.environ.setdefault("MXNET_EXEC_BULK_EXEC_INFERENCE", "0")
+if "--onednn" in sys.argv:
+    os.environ["DNNL_VERBOSE"] = "1"            # read once, when oneDNN runs its first primitive
 
 import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
 import mxnet as mx  # noqa: E402
@@ -63,6 +75,75 @@ def profile_inference(calls: int, top: int, skip_gluoncv: bool):
             profile(lambda: ref(x), calls, top, "GluonCV darknet53 fp32 inference, batch 1, 416")
 
 
+@contextlib.contextmanager
+def captured_stdout():
+    """Collect what C code (oneDNN's log) writes to file descriptor 1 meanwhile: yields a list, filled on exit."""
+    lines = []
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            yield lines
+        finally:
+            ctypes.CDLL(None).fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+            log.seek(0)
+            lines.extend(log.read().splitlines())
+
+
+CONV_SHAPE = re.compile(r"mb(\d+)_?g?\d*ic(\d+)oc(\d+)_.*oh(\d+)kh(\d+)sh(\d+).*ow(\d+)kw(\d+)")
+
+
+def onednn_layers(calls: int, top: int, batch: int):
+    """Our fused fp32 darknet53 detector at 416, timed per oneDNN primitive over `calls` calls."""
+    import inference as inf
+    from gluon_yolo3 import api
+    from gluon_yolo3.evaluation.speed import conv_ceiling
+    with tempfile.TemporaryDirectory() as tmp, captured_stdout() as ceiling_log:
+        recipe = api.load(inf.REPO / "recipes/demo_tiny.yaml", inf.MODELS["darknet53"][1] + [
+            "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
+        classes = api.class_names(recipe)
+        net = api.build(recipe, len(classes))
+        net.initialize(mx.init.Xavier(magnitude=2.0))
+        net(mx.nd.zeros((1, 3, 416, 416)))
+        weights = Path(tmp) / "w.params"
+        net.save_parameters(str(weights))
+        call = inf.mx_call(api.load_detector(recipe, weights, classes=classes))      # fused: the default
+        x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
+        ceiling = conv_ceiling(batch, 26, runs=10)
+        for _ in range(3):
+            call(x)
+    del ceiling_log
+    with captured_stdout() as log:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call(x)
+        wall = (time.perf_counter() - start) / calls
+    times, flops, counts = collections.Counter(), collections.Counter(), collections.Counter()
+    for line in log:
+        fields = line.split(",")
+        if not line.startswith("dnnl_verbose,exec,cpu,") or len(fields) < 6:
+            continue
+        key = fields[3]
+        shape = CONV_SHAPE.search(fields[-2]) if key == "convolution" else None
+        if shape:
+            mb, ic, oc, oh, kh, stride, ow, kw = map(int, shape.groups())
+            key = f"convolution {kh}x{kw}/{stride} {ic}->{oc} at {oh}x{ow} ({fields[4]})"
+            flops[key] += 2 * mb * ic * oc * oh * ow * kh * kw
+        times[key] += float(fields[-1]) / calls
+        counts[key] += 1
+    conv_ms = sum(t for k, t in times.items() if k.startswith("convolution"))
+    conv_gflops = sum(flops.values()) / calls / conv_ms / 1e6
+    print(f"\n== ours darknet53 fused fp32 inference, batch {batch}, 416: {wall * 1e3:.1f} ms per call (with "
+          f"oneDNN's log on); oneDNN primitives {sum(times.values()):.1f} ms, of which convolutions "
+          f"{conv_ms:.1f} ms at {conv_gflops:.0f} GFLOP/s; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
+    for key, ms in times.most_common(top):
+        rate = f"{flops[key] / calls / ms / 1e6:6.0f} GFLOP/s" if flops[key] else " " * 14
+        print(f"  {ms:8.2f} ms  {counts[key] // calls:3d}x  {rate}  {key}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="darknet53", choices=sorted(ts.MODELS))
@@ -71,7 +152,12 @@ def main():
     parser.add_argument("--skip-gluoncv", action="store_true", help="profile ours only")
     parser.add_argument("--inference", action="store_true",
                         help="profile batch-1 fp32 inference of darknet53 at 416 (NMS included) instead")
+    parser.add_argument("--onednn", action="store_true",
+                        help="time our fused fp32 darknet53 at 416 per oneDNN primitive (DNNL_VERBOSE) instead")
+    parser.add_argument("--batch", type=int, default=1, help="--onednn: batch size")
     args = parser.parse_args()
+    if args.onednn:
+        return onednn_layers(args.steps, args.top, args.batch)
     if args.inference:
         return profile_inference(args.steps, args.top, args.skip_gluoncv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -87,8 +87,9 @@ def quantize(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
              calib: int = typer.Option(32, help="Number of training images to calibrate on."),
              out: Path = typer.Option(..., help="Folder for the int8 model and deploy.json (mxnet: trunk-symbol.json, "
                                                 "trunk-0000.params; onnxruntime: model.onnx)."),
-             runtime: str = typer.Option("mxnet", help="mxnet (oneDNN int8 graph) or onnxruntime (QDQ ONNX file, "
-                                                       "the fastest on CPU; fixed input shape)."),
+             runtime: str = typer.Option("mxnet", help="mxnet (oneDNN int8 graph; the fastest where the CPU has AMX) "
+                                                       "or onnxruntime (QDQ ONNX file, fixed input shape; the "
+                                                       "faster on CPUs without AMX)."),
              batch_size: int = typer.Option(1, help="onnxruntime: the model's fixed batch size (larger batches "
                                                     "run in chunks)."),
              calib_mode: str = typer.Option("naive", help="naive (min/max per layer) or entropy (KL thresholds)."),

@@ -1,4 +1,4 @@
-"""int8 inference through ONNX Runtime's static quantization (QDQ), the package's fastest CPU path.
+"""int8 inference through ONNX Runtime's static quantization (QDQ), the faster int8 path on CPUs without AMX.
 
     quantize_onnx(recipe, "runs/demo", "deploy/onnx-int8", calib=32, batch_size=1)   # model.onnx, deploy.json
     det = load_deployed("deploy/onnx-int8")     # det(x) -> ids, scores, boxes, like the fp32 YOLOv3

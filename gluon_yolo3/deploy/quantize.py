@@ -10,6 +10,9 @@ convolutions (their outputs are logits and box offsets: with int8 steps, objectn
 decision threshold move by a step and scores shift), and everything after them: the reshape/concat of the
 outputs over scales, decoding and NMS (quantizing the final concat made every score 0 on GluonCV's YOLOv3).
 
+Where the CPU has AMX (Sapphire Rapids and later Xeons), oneDNN runs these convolutions on its matrix tiles
+(`gluon_yolo3/amx.py`, set at import): Darknet-53 at 416 px about 2x faster than with VNNI, the same integers.
+
 Calibration: `calib` images of the recipe's training set, preprocessed as for evaluation (resize,
 normalise, no augmentation), `naive` (min/max of each layer's output) or `entropy` (KL-optimal thresholds).
 """
