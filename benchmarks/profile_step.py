@@ -2,15 +2,18 @@
 
     python benchmarks/profile_step.py --model darknet53 --steps 2     # batch 8, 320 px, as train_step.py
     python benchmarks/profile_step.py --inference --steps 5           # batch-1 fp32 inference at 416
-    python benchmarks/profile_step.py --onednn --batch 8              # the fused fp32 graph, per oneDNN primitive
+    python benchmarks/profile_step.py --onednn --steps 2              # our training step, per oneDNN primitive
+    python benchmarks/profile_step.py --onednn --inference --batch 8  # the fused fp32 graph, per oneDNN primitive
 
 Prints, for each side, the operators with the largest total time over `--steps` profiled steps (after
 warm-up), and the share of the step spent outside operators (Python, host syncs, idle).
 
-`--onednn` times our fused fp32 detector (what `eval` and `predict` run) at 416 through oneDNN's own log
-(`DNNL_VERBOSE=1`): each primitive's execution time, the convolutions grouped by shape with their GFLOP/s,
-beside one large 3x3 convolution alone (`conv_ceiling`, darknet53's 256 -> 512 channels at 26x26): how close
-the network's convolutions come to what this machine's fp32 convolutions reach, and what is left outside them.
+`--onednn` times our training step (batch 8, 320 px), or with `--inference` our fused fp32 detector (what
+`eval` and `predict` run) at 416, through oneDNN's own log (`DNNL_VERBOSE=1`): each primitive's execution
+time, the convolutions grouped by direction and shape with their GFLOP/s, the reorders between memory formats,
+beside one large 3x3 convolution alone (`conv_ceiling`, darknet53's 256 -> 512 channels at its stage-4 map,
+forward and both gradients for training): how close the network's convolutions come to what this machine's
+fp32 convolutions reach, and what is left outside them.
 """
 from __future__ import annotations
 
@@ -94,54 +97,81 @@ def captured_stdout():
 
 
 CONV_SHAPE = re.compile(r"mb(\d+)_?g?\d*ic(\d+)oc(\d+)_.*oh(\d+)kh(\d+)sh(\d+).*ow(\d+)kw(\d+)")
+REORDER_FORMATS = re.compile(r"(?:src|dst)_f32:\w*:blocked:(\w+):")
 
 
-def onednn_layers(calls: int, top: int, batch: int):
-    """Our fused fp32 darknet53 detector at 416, timed per oneDNN primitive over `calls` calls."""
-    import inference as inf
-    from gluon_yolo3 import api
-    from gluon_yolo3.evaluation.speed import conv_ceiling
-    with tempfile.TemporaryDirectory() as tmp, captured_stdout() as ceiling_log:
-        recipe = api.load(inf.REPO / "recipes/demo_tiny.yaml", inf.MODELS["darknet53"][1] + [
-            "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
-        classes = api.class_names(recipe)
-        net = api.build(recipe, len(classes))
-        net.initialize(mx.init.Xavier(magnitude=2.0))
-        net(mx.nd.zeros((1, 3, 416, 416)))
-        weights = Path(tmp) / "w.params"
-        net.save_parameters(str(weights))
-        call = inf.mx_call(api.load_detector(recipe, weights, classes=classes))      # fused: the default
-        x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
-        ceiling = conv_ceiling(batch, 26, runs=10)
-        for _ in range(3):
-            call(x)
-    del ceiling_log
+def primitive_key(fields) -> tuple:
+    """-> (row name, GFLOP) of one `dnnl_verbose,exec,cpu,...` line: convolutions by direction and shape,
+    reorders by formats (weights or activations), other primitives by kind and direction."""
+    kind, impl, direction, desc = fields[3], fields[4], fields[5], fields[-2]
+    shape = CONV_SHAPE.search(desc) if kind == "convolution" else None
+    if shape:
+        mb, ic, oc, oh, kh, stride, ow, kw = map(int, shape.groups())
+        return (f"convolution {direction} {kh}x{kw}/{stride} {ic}->{oc} at {oh}x{ow} ({impl})",
+                2 * mb * ic * oc * oh * ow * kh * kw / 1e9)
+    if kind == "reorder":
+        dims = desc.split("x")      # weights O x I x k x k with k <= 3; activations here are 10x10 and up
+        what = "weights" if len(dims) == 4 and dims[2] == dims[3] and int(dims[3]) <= 3 else "activations"
+        return f"reorder {what} {' -> '.join(REORDER_FORMATS.findall(fields[6]))}", 0.0
+    return f"{kind} {direction}".replace(" undef", ""), 0.0
+
+
+def onednn_table(call, calls: int, top: int, title: str, ceiling: float):
+    """Run `call` `calls` times with oneDNN's log captured; print time per call by primitive (DNNL_VERBOSE=1)."""
     with captured_stdout() as log:
         start = time.perf_counter()
         for _ in range(calls):
-            call(x)
+            call()
         wall = (time.perf_counter() - start) / calls
-    times, flops, counts = collections.Counter(), collections.Counter(), collections.Counter()
+    times, gflop, counts = collections.Counter(), collections.Counter(), collections.Counter()
     for line in log:
         fields = line.split(",")
-        if not line.startswith("dnnl_verbose,exec,cpu,") or len(fields) < 6:
-            continue
-        key = fields[3]
-        shape = CONV_SHAPE.search(fields[-2]) if key == "convolution" else None
-        if shape:
-            mb, ic, oc, oh, kh, stride, ow, kw = map(int, shape.groups())
-            key = f"convolution {kh}x{kw}/{stride} {ic}->{oc} at {oh}x{ow} ({fields[4]})"
-            flops[key] += 2 * mb * ic * oc * oh * ow * kh * kw
-        times[key] += float(fields[-1]) / calls
-        counts[key] += 1
-    conv_ms = sum(t for k, t in times.items() if k.startswith("convolution"))
-    conv_gflops = sum(flops.values()) / calls / conv_ms / 1e6
-    print(f"\n== ours darknet53 fused fp32 inference, batch {batch}, 416: {wall * 1e3:.1f} ms per call (with "
-          f"oneDNN's log on); oneDNN primitives {sum(times.values()):.1f} ms, of which convolutions "
-          f"{conv_ms:.1f} ms at {conv_gflops:.0f} GFLOP/s; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
+        if line.startswith("dnnl_verbose,exec,cpu,") and len(fields) >= 7:
+            key, work = primitive_key(fields)
+            times[key] += float(fields[-1]) / calls
+            gflop[key] += work / calls
+            counts[key] += 1
+    groups = collections.Counter()
+    for key, ms in times.items():
+        groups[" ".join(key.split()[:2]) if key.startswith(("convolution", "reorder")) else key] += ms
+    conv_ms = sum(ms for key, ms in times.items() if key.startswith("convolution"))
+    print(f"\n== {title}: {wall * 1e3:.1f} ms per call (with oneDNN's log on); oneDNN primitives "
+          f"{sum(times.values()):.1f} ms, of which convolutions {conv_ms:.1f} ms at "
+          f"{sum(gflop.values()) / conv_ms * 1e3:.0f} GFLOP/s; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
+    print("  by kind: " + ", ".join(f"{key} {ms:.1f} ms" for key, ms in groups.most_common()))
     for key, ms in times.most_common(top):
-        rate = f"{flops[key] / calls / ms / 1e6:6.0f} GFLOP/s" if flops[key] else " " * 14
+        rate = f"{gflop[key] / ms * 1e3:6.0f} GFLOP/s" if gflop[key] else " " * 14
         print(f"  {ms:8.2f} ms  {counts[key] // calls:3d}x  {rate}  {key}")
+
+
+def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str):
+    """Our fused fp32 darknet53 detector at 416 (`inference`), or our training step of `model` at 320,
+    timed per oneDNN primitive over `calls` calls."""
+    import inference as inf
+    from gluon_yolo3 import api
+    from gluon_yolo3.evaluation.speed import conv_ceiling
+    with tempfile.TemporaryDirectory() as tmp:
+        with captured_stdout():
+            if inference:
+                recipe = api.load(inf.REPO / "recipes/demo_tiny.yaml", inf.MODELS["darknet53"][1] + [
+                    "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
+                classes = api.class_names(recipe)
+                net = api.build(recipe, len(classes))
+                net.initialize(mx.init.Xavier(magnitude=2.0))
+                net(mx.nd.zeros((1, 3, 416, 416)))
+                weights = Path(tmp) / "w.params"
+                net.save_parameters(str(weights))
+                detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: the default
+                x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
+                call, title = (lambda: detector(x)), f"ours darknet53 fused fp32 inference, batch {batch}, 416"
+                ceiling = conv_ceiling(batch, 26, runs=10)
+            else:
+                call, _ = ts.our_step(model, 320, batch, Path(tmp))
+                title = f"ours {model} training step, batch {batch}, 320"
+                ceiling = conv_ceiling(batch, 20, backward=True, runs=10)
+            for _ in range(3):
+                call()
+        onednn_table(call, calls, top, title, ceiling)
 
 
 def main():
@@ -153,11 +183,13 @@ def main():
     parser.add_argument("--inference", action="store_true",
                         help="profile batch-1 fp32 inference of darknet53 at 416 (NMS included) instead")
     parser.add_argument("--onednn", action="store_true",
-                        help="time our fused fp32 darknet53 at 416 per oneDNN primitive (DNNL_VERBOSE) instead")
-    parser.add_argument("--batch", type=int, default=1, help="--onednn: batch size")
+                        help="time ours per oneDNN primitive (DNNL_VERBOSE): the training step, or with --inference "
+                             "the fused fp32 detector")
+    parser.add_argument("--batch", type=int, help="--onednn: batch size (default 8 for training, 1 for inference)")
     args = parser.parse_args()
     if args.onednn:
-        return onednn_layers(args.steps, args.top, args.batch)
+        batch = args.batch or (1 if args.inference else 8)
+        return onednn_layers(args.steps, args.top, batch, args.inference, args.model)
     if args.inference:
         return profile_inference(args.steps, args.top, args.skip_gluoncv)
     with tempfile.TemporaryDirectory() as tmp:
