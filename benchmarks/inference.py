@@ -87,9 +87,10 @@ def mx_call(net):
     return call
 
 
-def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), gluoncv_only: bool = False):
-    title, overrides = MODELS[name]
-    recipe = api.load(REPO / "recipes/demo_tiny.yaml", overrides + [
+def random_model(name: str, folder: Path):
+    """The recipe of MODELS[name] and random weights for it (seed 0) saved in `folder`: -> (recipe, classes,
+    weights path)."""
+    recipe = api.load(REPO / "recipes/demo_tiny.yaml", MODELS[name][1] + [
         "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
     classes = api.class_names(recipe)
     size = int(recipe["model"]["input_size"])
@@ -97,8 +98,15 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
     mx.random.seed(0)
     net.initialize(mx.init.Xavier(magnitude=2.0))
     net(mx.nd.zeros((1, 3, size, size)))
-    weights = folder / f"{name}.params"
+    weights = Path(folder) / f"{name}.params"
     net.save_parameters(str(weights))
+    return recipe, classes, weights
+
+
+def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), gluoncv_only: bool = False):
+    title = MODELS[name][0]
+    recipe, classes, weights = random_model(name, folder)
+    size = int(recipe["model"]["input_size"])
     if not gluoncv_only:
         fp32 = api.load_detector(recipe, weights, classes=classes, fuse=False)
         fused = api.load_detector(recipe, weights, classes=classes, fuse=True)

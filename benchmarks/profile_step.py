@@ -62,14 +62,7 @@ def profile_inference(calls: int, top: int, skip_gluoncv: bool):
     import inference as inf
     from gluon_yolo3 import api
     with tempfile.TemporaryDirectory() as tmp:
-        recipe = api.load(inf.REPO / "recipes/demo_tiny.yaml", inf.MODELS["darknet53"][1] + [
-            "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
-        classes = api.class_names(recipe)
-        net = api.build(recipe, len(classes))
-        net.initialize(mx.init.Xavier(magnitude=2.0))
-        net(mx.nd.zeros((1, 3, 416, 416)))
-        weights = Path(tmp) / "w.params"
-        net.save_parameters(str(weights))
+        recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
         x = mx.nd.random.normal(shape=(1, 3, 416, 416))
         ours = inf.mx_call(api.load_detector(recipe, weights, classes=classes, fuse=False))
         profile(lambda: ours(x), calls, top, "ours darknet53 fp32 inference, batch 1, 416")
@@ -153,14 +146,7 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str)
     with tempfile.TemporaryDirectory() as tmp:
         with captured_stdout():
             if inference:
-                recipe = api.load(inf.REPO / "recipes/demo_tiny.yaml", inf.MODELS["darknet53"][1] + [
-                    "data.train.num_images=16", "data.val.num_images=4", "data.num_workers=0"])
-                classes = api.class_names(recipe)
-                net = api.build(recipe, len(classes))
-                net.initialize(mx.init.Xavier(magnitude=2.0))
-                net(mx.nd.zeros((1, 3, 416, 416)))
-                weights = Path(tmp) / "w.params"
-                net.save_parameters(str(weights))
+                recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
                 detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: the default
                 x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
                 call, title = (lambda: detector(x)), f"ours darknet53 fused fp32 inference, batch {batch}, 416"
