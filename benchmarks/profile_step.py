@@ -4,16 +4,17 @@
     python benchmarks/profile_step.py --inference --steps 5           # batch-1 fp32 inference at 416
     python benchmarks/profile_step.py --onednn --steps 2              # our training step, per oneDNN primitive
     python benchmarks/profile_step.py --onednn --inference --batch 8  # the fused fp32 graph, per oneDNN primitive
+    python benchmarks/profile_step.py --onednn --inference --int8     # the MXNet int8 graph, per oneDNN primitive
 
 Prints, for each side, the operators with the largest total time over `--steps` profiled steps (after
 warm-up), and the share of the step spent outside operators (Python, host syncs, idle).
 
 `--onednn` times our training step (batch 8, 320 px), or with `--inference` our fused fp32 detector (what
-`eval` and `predict` run) at 416, through oneDNN's own log (`DNNL_VERBOSE=1`): each primitive's execution
-time, the convolutions grouped by direction and shape with their GFLOP/s, the reorders between memory formats,
-beside one large 3x3 convolution alone (`conv_ceiling`, darknet53's 256 -> 512 channels at its stage-4 map,
-forward and both gradients for training): how close the network's convolutions come to what this machine's
-fp32 convolutions reach, and what is left outside them.
+`eval` and `predict` run; `--int8`: the MXNet int8 one) at 416, through oneDNN's own log (`DNNL_VERBOSE=1`):
+each primitive's execution time, the convolutions grouped by direction and shape with their GFLOP/s, the
+reorders between memory formats, beside one large 3x3 convolution alone (`conv_ceiling`, darknet53's 256 ->
+512 channels at its stage-4 map, forward and both gradients for training): how close the network's
+convolutions come to what this machine's fp32 convolutions reach, and what is left outside them.
 """
 from __future__ import annotations
 
@@ -137,9 +138,9 @@ def onednn_table(call, calls: int, top: int, title: str, ceiling: float):
         print(f"  {ms:8.2f} ms  {counts[key] // calls:3d}x  {rate}  {key}")
 
 
-def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str):
-    """Our fused fp32 darknet53 detector at 416 (`inference`), or our training step of `model` at 320,
-    timed per oneDNN primitive over `calls` calls."""
+def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str, int8: bool = False):
+    """Our fused fp32 darknet53 detector at 416 (`inference`; `int8`: quantized by `quantize_detector` on 16
+    synthetic images), or our training step of `model` at 320, timed per oneDNN primitive over `calls` calls."""
     import inference as inf
     from gluon_yolo3 import api
     from gluon_yolo3.evaluation.speed import conv_ceiling
@@ -147,9 +148,14 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str)
         with captured_stdout():
             if inference:
                 recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
-                detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: the default
+                if int8:
+                    inf.quantize_detector(recipe, weights, Path(tmp) / "int8", calib=16)
+                    detector = inf.mx_call(inf.load_quantized(Path(tmp) / "int8"))
+                else:
+                    detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: default
                 x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
-                call, title = (lambda: detector(x)), f"ours darknet53 fused fp32 inference, batch {batch}, 416"
+                call = lambda: detector(x)                                                        # noqa: E731
+                title = f"ours darknet53 {'int8' if int8 else 'fused fp32'} inference, batch {batch}, 416"
                 ceiling = conv_ceiling(batch, 26, runs=10)
             else:
                 call, _ = ts.our_step(model, 320, batch, Path(tmp))
@@ -172,10 +178,11 @@ def main():
                         help="time ours per oneDNN primitive (DNNL_VERBOSE): the training step, or with --inference "
                              "the fused fp32 detector")
     parser.add_argument("--batch", type=int, help="--onednn: batch size (default 8 for training, 1 for inference)")
+    parser.add_argument("--int8", action="store_true", help="--onednn --inference: the MXNet int8 detector")
     args = parser.parse_args()
     if args.onednn:
         batch = args.batch or (1 if args.inference else 8)
-        return onednn_layers(args.steps, args.top, batch, args.inference, args.model)
+        return onednn_layers(args.steps, args.top, batch, args.inference, args.model, args.int8)
     if args.inference:
         return profile_inference(args.steps, args.top, args.skip_gluoncv)
     with tempfile.TemporaryDirectory() as tmp:
