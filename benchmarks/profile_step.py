@@ -90,7 +90,7 @@ def captured_stdout():
             lines.extend(log.read().splitlines())
 
 
-CONV_SHAPE = re.compile(r"mb(\d+)_?g?\d*ic(\d+)oc(\d+)_.*oh(\d+)kh(\d+)sh(\d+).*ow(\d+)kw(\d+)")
+CONV_SHAPE = re.compile(r"(?:g(\d+))?mb(\d+)_?ic(\d+)oc(\d+)_.*oh(\d+)kh(\d+)sh(\d+).*ow(\d+)kw(\d+)")
 REORDER_FORMATS = re.compile(r"(?:src|dst)_f32:\w*:blocked:(\w+):")
 
 
@@ -100,9 +100,10 @@ def primitive_key(fields) -> tuple:
     kind, impl, direction, desc = fields[3], fields[4], fields[5], fields[-2]
     shape = CONV_SHAPE.search(desc) if kind == "convolution" else None
     if shape:
-        mb, ic, oc, oh, kh, stride, ow, kw = map(int, shape.groups())
-        return (f"convolution {direction} {kh}x{kw}/{stride} {ic}->{oc} at {oh}x{ow} ({impl})",
-                2 * mb * ic * oc * oh * ow * kh * kw / 1e9)
+        groups, mb, ic, oc, oh, kh, stride, ow, kw = (int(v or 1) for v in shape.groups())
+        grouped = f" in {groups} groups" if groups > 1 else ""
+        return (f"convolution {direction} {kh}x{kw}/{stride} {ic}->{oc}{grouped} at {oh}x{ow} ({impl})",
+                2 * mb * ic * oc // groups * oh * ow * kh * kw / 1e9)
     if kind == "reorder":
         dims = desc.split("x")      # weights O x I x k x k with k <= 3; activations here are 10x10 and up
         what = "weights" if len(dims) == 4 and dims[2] == dims[3] and int(dims[3]) <= 3 else "activations"
