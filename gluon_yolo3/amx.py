@@ -6,8 +6,8 @@ and later) also lets a process use the tile registers only after it asks (`arch_
 XFEATURE_XTILEDATA)`), which oneDNN 2.4 does not do: without that request the first AMX instruction kills
 the process with SIGILL. `allow_amx()` asks the kernel, and only once it has agreed sets the variable.
 On the 2-core development machine one 3x3 int8 convolution (256 -> 512 channels, 26x26, batch 8) ran at
-3023 GOP/s against 1230 with VNNI, and the int8 Darknet-53 YOLOv3 at 416 px 1.9x (batch 1) to 2.0x
-(batch 8) faster (benchmarks/PROFILE.md). fp32 is unchanged: its kernels have no AMX form in this oneDNN.
+3023 GOP/s against 1230 with VNNI, and the int8 Darknet-53 YOLOv3 at 416 px 2.0x (batch 1) and 2.1x (batch
+8) faster (`make bench`, benchmarks/PROFILE.md). fp32 is unchanged: its kernels have no AMX form in this oneDNN.
 
 The permission belongs to the process and its forked children (DataLoader workers); a program started
 with exec (subprocess) loses it but inherits the variable. Such a child that imports gluon_yolo3 asks
@@ -27,6 +27,7 @@ from pathlib import Path
 VARIABLE = "DNNL_MAX_CPU_ISA"
 USER_VARIABLES = (VARIABLE, "MKLDNN_MAX_CPU_ISA")
 AMX_ISA = "AVX512_CORE_AMX"
+AMX_CHOICES = (AMX_ISA, "ALL")          # values of DNNL_MAX_CPU_ISA that let oneDNN use AMX
 CPUINFO = Path("/proc/cpuinfo")
 SYS_ARCH_PRCTL = 158                   # x86-64 system call number
 ARCH_REQ_XCOMP_PERM = 0x1023
@@ -63,7 +64,7 @@ def allow_amx() -> bool:
         return False
     chosen = [os.environ[name] for name in USER_VARIABLES if name in os.environ]
     if chosen:
-        if any(value.upper().startswith(AMX_ISA) for value in chosen):
+        if any(uses_amx(value) for value in chosen):
             request_tile_permission()
         return False
     if "mxnet" in sys.modules or not request_tile_permission():
@@ -72,6 +73,11 @@ def allow_amx() -> bool:
     return True
 
 
+def uses_amx(value: str) -> bool:
+    """Whether a DNNL_MAX_CPU_ISA value lets oneDNN use AMX."""
+    return value.upper().startswith(AMX_CHOICES)
+
+
 def amx_enabled() -> bool:
     """Whether oneDNN in this process is allowed AMX (the variable says so and the CPU has it)."""
-    return os.environ.get(VARIABLE, "").upper().startswith(AMX_ISA) and cpu_has_amx_int8()
+    return uses_amx(os.environ.get(VARIABLE, "")) and cpu_has_amx_int8()
