@@ -26,8 +26,7 @@ from pathlib import Path
 
 VARIABLE = "DNNL_MAX_CPU_ISA"
 USER_VARIABLES = (VARIABLE, "MKLDNN_MAX_CPU_ISA")
-AMX_ISA = "AVX512_CORE_AMX"
-AMX_CHOICES = (AMX_ISA, "ALL")          # values of DNNL_MAX_CPU_ISA that let oneDNN use AMX
+AMX_ISA = "AVX512_CORE_AMX"           # also AVX512_CORE_AMX_...; oneDNN 2.4's "ALL" leaves AMX off
 CPUINFO = Path("/proc/cpuinfo")
 SYS_ARCH_PRCTL = 158                   # x86-64 system call number
 ARCH_REQ_XCOMP_PERM = 0x1023
@@ -75,7 +74,7 @@ def allow_amx() -> bool:
 
 def uses_amx(value: str) -> bool:
     """Whether a DNNL_MAX_CPU_ISA value lets oneDNN use AMX."""
-    return value.upper().startswith(AMX_CHOICES)
+    return value.upper().startswith(AMX_ISA)
 
 
 def amx_enabled() -> bool:
