@@ -34,15 +34,15 @@ XFEATURE_XTILEDATA = 18
 
 
 def cpu_has_amx_int8() -> bool:
-    """Whether the CPU flags in /proc/cpuinfo list the AMX tiles and their int8 instructions."""
+    """Whether the CPU flags in /proc/cpuinfo list the AMX tiles and their int8 instructions (the first CPU's
+    flags: read at every import, so the file is not read past them)."""
     try:
-        text = CPUINFO.read_text()
+        with open(CPUINFO) as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return {"amx_tile", "amx_int8"} <= set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return {"amx_tile", "amx_int8"} <= flags
+        pass
     return False
 
 
