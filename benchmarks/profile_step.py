@@ -132,7 +132,8 @@ def onednn_table(call, calls: int, top: int, title: str, ceiling: float):
     conv_ms = sum(ms for key, ms in times.items() if key.startswith("convolution"))
     print(f"\n== {title}: {wall * 1e3:.1f} ms per call (with oneDNN's log on); oneDNN primitives "
           f"{sum(times.values()):.1f} ms, of which convolutions {conv_ms:.1f} ms at "
-          f"{sum(gflop.values()) / conv_ms * 1e3:.0f} GFLOP/s; one large 3x3 convolution alone: {ceiling:.0f} GFLOP/s")
+          f"{sum(gflop.values()) / conv_ms * 1e3:.0f} GFLOP/s; one large fp32 3x3 convolution alone: {ceiling:.0f} "
+          "GFLOP/s")
     print("  by kind: " + ", ".join(f"{key} {ms:.1f} ms" for key, ms in groups.most_common()))
     for key, ms in times.most_common(top):
         rate = f"{gflop[key] / ms * 1e3:6.0f} GFLOP/s" if gflop[key] else " " * 14
@@ -144,14 +145,15 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str,
     synthetic images), or our training step of `model` at 320, timed per oneDNN primitive over `calls` calls."""
     import inference as inf
     from gluon_yolo3 import api
+    from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector
     from gluon_yolo3.evaluation.speed import conv_ceiling
     with tempfile.TemporaryDirectory() as tmp:
         with captured_stdout():
             if inference:
                 recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
                 if int8:
-                    inf.quantize_detector(recipe, weights, Path(tmp) / "int8", calib=16)
-                    detector = inf.mx_call(inf.load_quantized(Path(tmp) / "int8"))
+                    quantize_detector(recipe, weights, Path(tmp) / "int8", calib=16)
+                    detector = inf.mx_call(load_quantized(Path(tmp) / "int8"))
                 else:
                     detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: default
                 x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
