@@ -58,8 +58,8 @@ def run(script: str, args: List[str], threads: int, mxnet_defaults: bool = False
     one gluon_yolo3 sets (threads.py), for GluonCV "as installed"."""
     cmd = [sys.executable, str(HERE / script)] + args
     spin = {"GOMP_SPINCOUNT": "300000"} if mxnet_defaults else {}
-    print(f"\n$ {' '.join(f'{k}={v}' for k, v in spin.items())} MXNET_OMP_MAX_THREADS={threads} "
-          f"{' '.join(cmd[1:])}".replace("$  ", "$ "), flush=True)
+    variables = [f"{k}={v}" for k, v in spin.items()] + [f"MXNET_OMP_MAX_THREADS={threads}"]
+    print(f"\n$ {' '.join(variables + cmd[1:])}", flush=True)
     # MXNet's own thread variable, as gluon_yolo3 sets it; OMP_NUM_THREADS (read by numpy's OpenBLAS in the
     # data workers too) stays unset, as on a user's machine
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
