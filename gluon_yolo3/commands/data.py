@@ -24,9 +24,11 @@ def check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                                                  "(--no-images checks annotations only)."),
           strict: bool = typer.Option(False, help="Exit with code 1 when any problem is found."),
           progress: bool = typer.Option(True, help="Show progress bars.")):
-    """Count images, boxes per class and empty images; list every bad annotation with its file; plot box sizes."""
+    """Count images, boxes per class and empty images; list every bad annotation with its file (truncated
+    images too); say which classes only one split has; plot box sizes."""
     from gluon_yolo3 import api
-    from gluon_yolo3.data.check import check_dataset, format_check, jsonable_report, write_box_histograms
+    from gluon_yolo3.data.check import (check_dataset, class_mismatch, format_check, format_class_mismatch,
+                                        jsonable_report, write_box_histograms)
     from gluon_yolo3.engine.trainer import build_datasets
     splits = tuple(split or ("train", "val"))
     try:
@@ -34,16 +36,23 @@ def check(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         bad = [s for s in splits if s not in ("train", "val")]
         if bad:
             raise ValueError(f"--split must be train or val, got {', '.join(bad)}")
-        reports = {}
+        reports, found = {}, {}
         for name in splits:
             dataset = build_datasets(cfg, splits=(name,))[name]
+            found[name] = getattr(dataset, "found_classes", sorted(dataset.classes))
             reports[name] = check_dataset(dataset, read_images=images, progress=progress)
             typer.echo(format_check(f"data.{name} ({cfg['data'][name]['type']})", reports[name]))
+        summary = {k: jsonable_report(v) for k, v in reports.items()}
+        if len(found) > 1:
+            summary["class_mismatch"] = class_mismatch(found)
+            line = format_class_mismatch(summary["class_mismatch"])
+            if line:
+                typer.echo(line)
         folder = out or Path("runs") / cfg["name"] / "data_check"
         png = write_box_histograms(reports, folder / "box_stats.png")
         report_json = folder / "data_check.json"
         tmp = report_json.with_name(report_json.name + ".tmp")
-        tmp.write_text(json.dumps({k: jsonable_report(v) for k, v in reports.items()}, indent=1))
+        tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(report_json)
     except KNOWN_ERRORS + (OSError,) as err:
         fail(err)

@@ -7,7 +7,7 @@ Every reader returns `dataset[i] -> (image (H, W, 3) uint8 RGB, label (N, 6) flo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -72,7 +72,8 @@ class DetectionDataset:
 
     Subclasses set `classes` (tuple of names) and fill `problems` (list of `"<file>: <problem>"`), and
     implement `__len__`, `__getitem__(i) -> (image (H, W, 3) uint8 RGB, label (N, 6) float32)` and
-    `image_id(i) -> str` (a stable name, usually the file stem).
+    `image_id(i) -> str` (a stable name, usually the file stem). Readers of annotation files also set
+    `found_classes`: the class names their annotations use, whether or not they are in `classes`.
     """
 
     classes: Tuple[str, ...] = ()
@@ -83,6 +84,17 @@ class DetectionDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def found_classes(self) -> Tuple[str, ...]:
+        """Sorted names of the classes that occur in the annotations (all of `classes` unless a reader
+        sets it: generated data has every class)."""
+        found = getattr(self, "_found_classes", None)
+        return tuple(sorted(self.classes)) if found is None else found
+
+    @found_classes.setter
+    def found_classes(self, names) -> None:
+        self._found_classes = tuple(sorted(set(names)))
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -110,7 +122,8 @@ class FileDetectionDataset(DetectionDataset):
     """A dataset of image files whose annotations are parsed up front.
 
     Subclasses fill `_labels` (one `(N, 6)` float32 label per image) and `_sizes` (`(height, width)` as
-    annotated) and implement `image_path(i)` and `image_id(i)`.
+    annotated) and implement `image_path(i)` and `image_id(i)`. Before that, `complete_images` tells which
+    image files are whole (truncated ones are reported and skipped).
     """
 
     def __init__(self):
@@ -131,6 +144,25 @@ class FileDetectionDataset(DetectionDataset):
     def label(self, i: int) -> np.ndarray:
         """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
         return self._labels[self._index(i)].copy()
+
+    def complete_images(self, paths: Sequence[Path], names: Sequence[str], cache=True) -> List[bool]:
+        """Which of the image files `paths` are whole (`images.image_file_problem`), through the annotation
+        cache (kind "images", keyed on the files' stat); each truncated one is reported in `problems` under
+        its name in `names`."""
+        from .cache import cached_parse
+        from .images import image_file_problem, truncated_problem
+        paths = [Path(p) for p in paths]
+
+        def check() -> List[Optional[str]]:
+            return [image_file_problem(p) for p in paths]
+
+        found, _ = cached_parse("images", paths, check, cache=cache)
+        if not isinstance(found, list) or len(found) != len(paths):   # a tampered entry: check again
+            found = check()
+        for name, what in zip(names, found):
+            if what:
+                self.problems.append(truncated_problem(name, what))
+        return [not what for what in found]
 
     def read_image(self, i: int) -> np.ndarray:
         """Image `i` as `(H, W, 3)` uint8 RGB; DatasetError naming the file when it cannot be read."""

@@ -26,7 +26,8 @@ def check_dataset(dataset, read_images: bool = True, progress: bool = False) -> 
     """Counts and problems of one dataset.
 
     Returns a dict: `images`, `boxes` (total), `boxes_per_class` {name: count}, `empty_images` (count) and
-    `empty_ids` (first 50), `problems` (the reader's list of skipped annotations, plus unreadable images and
+    `empty_ids` (first 50), `found_classes` (the class names the annotations use, in `classes` or not),
+    `problems` (the reader's list of skipped annotations and truncated images, plus unreadable images and
     images whose size differs from their annotation when `read_images`), `unreadable` (image ids), and
     `wh (M, 2)` / `classes (M,)`: width, height and class of every usable box, original pixels.
     """
@@ -57,6 +58,7 @@ def check_dataset(dataset, read_images: bool = True, progress: bool = False) -> 
     wh_all = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
     return {"images": len(dataset), "boxes": int(counts.sum()),
             "classes_list": list(dataset.classes),
+            "found_classes": list(getattr(dataset, "found_classes", sorted(dataset.classes))),
             "boxes_per_class": {n: int(c) for n, c in zip(dataset.classes, counts)},
             "empty_images": len(empty_ids), "empty_ids": empty_ids[:50], "problems": problems,
             "unreadable": unreadable, "wh": wh_all,
@@ -83,6 +85,23 @@ def format_check(name: str, report: Mapping[str, Any]) -> str:
     for problem in report["problems"]:
         lines.append(f"  problem: {problem}")
     return "\n".join(lines)
+
+
+def class_mismatch(found: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
+    """The classes each split alone has: `{"only_in_<split>": sorted names}` for every split of `found`
+    (split name -> the class names found in its annotations, e.g. a dataset's `found_classes`)."""
+    out = {}
+    for name, classes in found.items():
+        others = set().union(*(set(c) for n, c in found.items() if n != name))
+        out[f"only_in_{name}"] = sorted(set(classes) - others)
+    return out
+
+
+def format_class_mismatch(mismatch: Mapping[str, Sequence[str]]) -> Optional[str]:
+    """"classes only in data.train: A, B; only in data.val: C", or None when every split has the same."""
+    parts = [f"only in data.{key[len('only_in_'):]}: {', '.join(names)}"
+             for key, names in mismatch.items() if names]
+    return "classes " + "; ".join(parts) if parts else None
 
 
 def write_box_histograms(reports: Mapping[str, Mapping[str, Any]], path) -> Path:

@@ -92,12 +92,15 @@ class COCODetection(FileDetectionDataset):
 
     ann_file: the instances JSON; root: folder the images' `file_name`s are relative to (default: the JSON's
     folder, then its `images/` subfolder if the first image is not found there); classes: names in label order
-    (default: every category, by id); use_crowd: keep crowd boxes, flagged difficult; skip_empty: drop images
-    without boxes; cache: reuse the parsed JSON (True, a folder, or False).
+    (default: every category, by id); a class that is not a category of the file is reported in `problems`
+    and has no boxes (DatasetError when none is); use_crowd: keep crowd boxes, flagged difficult;
+    skip_empty: drop images without boxes; cache: reuse the parsed JSON (True, a folder, or False);
+    check_images: skip (and report) truncated image files. `found_classes`: the sorted names of the
+    categories the annotations use, whether in `classes` or not.
     """
 
     def __init__(self, ann_file, root=None, classes: Optional[Sequence[str]] = None, use_crowd: bool = False,
-                 skip_empty: bool = False, cache: bool | str = True):
+                 skip_empty: bool = False, cache: bool | str = True, check_images: bool = True):
         super().__init__()
         self.ann_file = Path(ann_file).expanduser()
         if not self.ann_file.is_file():
@@ -106,20 +109,14 @@ class COCODetection(FileDetectionDataset):
             "coco", [self.ann_file], lambda: _parse(self.ann_file), cache=cache)
         self.problems.extend(problems)
         names_by_id = dict(categories)
-        if classes is None:
-            self.cat_ids: List[int] = [cid for cid, _ in categories]
-        else:
-            by_name = {n: cid for cid, n in categories}
-            missing = [c for c in classes if c not in by_name]
-            if missing:
-                raise DatasetError(f"{self.ann_file}: class(es) {missing} are not categories of this file "
-                                   f"(it has: {', '.join(n for _, n in categories)})")
-            self.cat_ids = [by_name[c] for c in classes]
-        self.classes = tuple(names_by_id[c] for c in self.cat_ids)
-        self.cat_id_to_label: Dict[int, int] = {cid: k for k, cid in enumerate(self.cat_ids)}
-        self.label_to_cat_id: Dict[int, int] = dict(enumerate(self.cat_ids))
+        self._set_classes(categories, classes)
         self.root = self._find_root(root, images)
         self.use_crowd = bool(use_crowd)
+        if check_images:
+            paths = [self.root / image[1] for image in images]
+            keep = self.complete_images(paths, [str(p) for p in paths], cache)
+            images = [image for image, k in zip(images, keep) if k]
+        self.found_classes = {names_by_id[c] for image in images for c in image[5].tolist()}
         self._ids, self._files, self._sizes, self._labels, self._coco_ids = [], [], [], [], []
         for img_id, file_name, width, height, boxes, cats, crowd in images:
             label = self._to_label(file_name, width, height, boxes, cats, crowd, names_by_id)
@@ -132,6 +129,25 @@ class COCODetection(FileDetectionDataset):
             self._labels.append(label)
         if not self._ids:
             raise DatasetError(f"no usable images in {self.ann_file}")
+
+    def _set_classes(self, categories, classes: Optional[Sequence[str]]) -> None:
+        """`classes`, `cat_ids` (None for a class that is not a category here) and the label <-> id maps."""
+        if classes is None:
+            self.cat_ids: List[Optional[int]] = [cid for cid, _ in categories]
+            self.classes = tuple(n for _, n in categories)
+        else:
+            by_name = {n: cid for cid, n in categories}
+            self.classes = tuple(classes)
+            self.cat_ids = [by_name.get(c) for c in self.classes]
+            if self.classes and all(cid is None for cid in self.cat_ids):
+                raise DatasetError(f"{self.ann_file}: none of the classes {list(self.classes)} is a "
+                                   f"category of this file (it has: {', '.join(n for _, n in categories)})")
+            for c, cid in zip(self.classes, self.cat_ids):
+                if cid is None:
+                    self.problems.append(f"{self.ann_file}: class '{c}' is not a category of this file: "
+                                         "no boxes of it here")
+        self.label_to_cat_id: Dict[int, int] = {k: cid for k, cid in enumerate(self.cat_ids) if cid is not None}
+        self.cat_id_to_label: Dict[int, int] = {cid: k for k, cid in self.label_to_cat_id.items()}
 
     def _find_root(self, root, images) -> Path:
         if root is not None:

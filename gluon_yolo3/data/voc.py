@@ -121,13 +121,15 @@ class VOCDetection(FileDetectionDataset):
     root: folder holding Annotations/, JPEGImages/, ImageSets/Main/; splits: split names (or one name),
     concatenated, duplicates kept once; classes: class names in id order, or None for the sorted names
     found in the annotations of the splits; keep_difficult: keep objects marked difficult (6th column);
-    cache: reuse parsed annotations (True: the default cache folder, a path: that folder, False: off).
-    Broken annotation files are reported in `problems` and their images skipped.
+    cache: reuse parsed annotations (True: the default cache folder, a path: that folder, False: off);
+    check_images: skip (and report) truncated image files. Broken annotation files are reported in
+    `problems` and their images skipped; so are objects of classes not in `classes`.
+    `found_classes`: the sorted object names of the usable annotations, whether in `classes` or not.
     """
 
     def __init__(self, root, splits: Sequence[str] | str = ("trainval",),
                  classes: Optional[Sequence[str]] = None, keep_difficult: bool = True,
-                 cache: bool | str = True):
+                 cache: bool | str = True, check_images: bool = True):
         super().__init__()
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -136,9 +138,12 @@ class VOCDetection(FileDetectionDataset):
         self.keep_difficult = bool(keep_difficult)
         ids = list(dict.fromkeys(i for s in self.splits for i in _read_split(self.root, s)))
         records = self._parse_cached(ids, cache)
-        if classes is None:
-            classes = sorted({n for r in records for n in r.names})
-        self.classes = tuple(classes)
+        if check_images:
+            paths = [self._jpeg(r.image_id) for r in records]
+            keep = self.complete_images(paths, [str(p) for p in paths], cache)
+            records = [r for r, k in zip(records, keep) if k]
+        self.found_classes = {n for r in records for n in r.names}
+        self.classes = tuple(self.found_classes if classes is None else classes)
         index = {n: k for k, n in enumerate(self.classes)}
         self._ids = [r.image_id for r in records]
         self._labels = [_voc_to_label(r, index, self.keep_difficult, self.problems) for r in records]
@@ -157,7 +162,7 @@ class VOCDetection(FileDetectionDataset):
         files = [self.root / "Annotations" / f"{i}.xml" for i in ids]
         (rows, problems), self.from_cache = cached_parse("voc", files, parse, extra=tuple(ids), cache=cache)
         self.problems.extend(problems)
-        return [_Record(*row) for row in rows]
+        return [_Record(*row) for row in rows]     # from the cache, tuples are lists: same fields
 
     def _parse_all(self, ids: Sequence[str], problems: List[str]) -> List[_Record]:
         records = []
@@ -176,5 +181,8 @@ class VOCDetection(FileDetectionDataset):
         return self._ids[self._index(i)]
 
     def image_path(self, i: int) -> Path:
-        return self.root / "JPEGImages" / f"{self.image_id(i)}.jpg"
+        return self._jpeg(self.image_id(i))
+
+    def _jpeg(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
 

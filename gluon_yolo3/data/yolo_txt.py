@@ -155,6 +155,13 @@ def _parse(images: Sequence[Path], base: Path):
     return records, problems
 
 
+def _used_names(records, names: Sequence[str]) -> set:
+    """data.yaml `names` of the valid class ids in the records' label rows."""
+    cls = np.concatenate([np.zeros(0, np.float32)] + [rows[:, 0] for _, _, _, rows in records])
+    valid = (cls == np.round(cls)) & (cls >= 0) & (cls < len(names))     # NaN is not valid
+    return {names[int(c)] for c in np.unique(cls[valid])}
+
+
 def _rel(path: Path, base: Path) -> str:
     try:
         return str(path.relative_to(base))
@@ -168,11 +175,13 @@ class YOLOTxtDetection(FileDetectionDataset):
 
     root: the data.yaml file, or the folder holding it; split: which split entry of data.yaml (train, val,
     test); classes: names in label order (default: data.yaml's names; others are matched by name, unknown
-    ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False).
+    ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False); check_images: skip
+    (and report) truncated image files. `found_classes`: the sorted data.yaml names of the class ids the
+    label files use, whether in `classes` or not.
     """
 
     def __init__(self, root, split: str = "train", classes: Optional[Sequence[str]] = None,
-                 cache: bool | str = True):
+                 cache: bool | str = True, check_images: bool = True):
         super().__init__()
         self.yaml_path, content, self.base = read_data_yaml(root)
         names = _names(content, self.yaml_path)
@@ -186,7 +195,12 @@ class YOLOTxtDetection(FileDetectionDataset):
         (records, problems), self.from_cache = cached_parse(
             "yolo", files, lambda: _parse(images, self.base), extra=(tuple(names), str(self.base)), cache=cache)
         self.problems.extend(problems)
+        if check_images:
+            paths = [Path(r[0]) for r in records]
+            keep = self.complete_images(paths, [_rel(p, self.base) for p in paths], cache)
+            records = [r for r, k in zip(records, keep) if k]
         self.file_classes = tuple(names)
+        self.found_classes = _used_names(records, names)
         self.classes = tuple(classes) if classes is not None else tuple(names)
         index = {n: k for k, n in enumerate(self.classes)}
         mapping = np.array([index.get(n, -1) for n in names], np.int64)
