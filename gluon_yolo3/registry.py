@@ -7,12 +7,14 @@
 
 `build(cfg)` pops `type`, looks it up and calls the registered class or function with the remaining
 keys as keyword arguments (plus any `**extra` the caller passes, which the recipe cannot override).
+`build(cfg, where="loss.terms.0", own_keys=("weight",))`: errors name the config's place in the recipe, and
+the caller's own keys (read by the caller, not passed on) count as valid, so a misspelling of them is named.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 
 class RegistryError(KeyError):
@@ -49,29 +51,36 @@ class Registry:
 
         return decorator
 
-    def get(self, name: str) -> Callable:
+    def get(self, name: str, *, where: str = "") -> Callable:
+        """The entry registered as `name`; `where` (the config's recipe key) prefixes the error."""
         if name not in self._entries:
             hint = closest(name, self._entries)
             raise RegistryError(
-                f"{self.name}: unknown type '{name}'"
+                f"{_at(where)}{self.name}: unknown type '{name}'"
                 + (f" (did you mean '{hint}'?)" if hint else "")
                 + f"; available: {', '.join(sorted(self._entries)) or '(none)'}")
         return self._entries[name]
 
-    def build(self, cfg: Mapping[str, Any] | str, **extra) -> Any:
-        """Build the component `cfg['type']` with the other keys of `cfg` (and `extra`) as arguments."""
+    def build(self, cfg: Mapping[str, Any] | str, *, where: str = "", own_keys: Sequence[str] = (),
+              **extra) -> Any:
+        """Build the component `cfg['type']` with the other keys of `cfg` (and `extra`) as arguments.
+
+        `where`: the config's recipe key, named in errors. `own_keys`: keys of `cfg` its caller reads
+        itself; they are valid, suggested for a misspelling, and not passed on.
+        """
         if isinstance(cfg, str):
             cfg = {"type": cfg}
         if not isinstance(cfg, Mapping) or "type" not in cfg:
-            raise RegistryError(f"{self.name}: a component config needs a 'type' key, got {cfg!r}")
-        kwargs = {k: v for k, v in cfg.items() if k != "type"}
-        obj = self.get(cfg["type"])
+            raise RegistryError(f"{_at(where)}{self.name}: a component config needs a 'type' key, got {cfg!r}")
+        kwargs = {k: v for k, v in cfg.items() if k != "type" and k not in own_keys}
+        obj = self.get(cfg["type"], where=where)
+        label = f"{_at(where)}{self.name}: '{cfg['type']}'"
         clash = sorted(set(kwargs) & set(extra))
         if clash:
             raise RegistryError(
-                f"{self.name}: '{cfg['type']}' gets {', '.join(repr(c) for c in clash)} from elsewhere in the "
+                f"{label} gets {', '.join(repr(c) for c in clash)} from elsewhere in the "
                 f"recipe; remove {'it' if len(clash) == 1 else 'them'} from this component's config")
-        _check_kwargs(self.name, cfg["type"], obj, {**kwargs, **extra})
+        _check_kwargs(label, obj, {**kwargs, **extra}, own_keys)
         return obj(**kwargs, **extra)
 
     def names(self):
@@ -97,34 +106,56 @@ def _where(obj) -> str:
     return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _check_kwargs(registry: str, type_name: str, obj: Callable, kwargs: Mapping[str, Any]):
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def _check_kwargs(label: str, obj: Callable, kwargs: Mapping[str, Any], own_keys: Sequence[str] = ()):
     """Name an unknown argument with the closest accepted one, before the constructor sees it."""
-    accepted = _accepted_arguments(obj)
-    if accepted is None:
+    arguments = _accepted_arguments(obj)
+    if arguments is None:
         return
+    public, internal = arguments
+    valid = list(own_keys) + [a for a in public if a not in own_keys]
     for key in kwargs:
-        if key not in accepted:
-            hint = closest(key, accepted)
+        if key not in valid and key not in internal:
+            hint = closest(key, valid)
             raise RegistryError(
-                f"{registry}: '{type_name}' takes no argument '{key}'"
+                f"{label} takes no argument '{key}'"
                 + (f" (did you mean '{hint}'?)" if hint else "")
-                + f"; it accepts: {', '.join(accepted) or '(nothing)'}")
+                + f"; it accepts: {', '.join(valid) or '(nothing)'}")
 
 
-def _accepted_arguments(obj: Callable):
-    """Keyword arguments `obj` accepts, following `**kwargs` up a class's bases; None if open-ended."""
-    functions = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
-    accepted = []
-    for function in functions:
-        try:
-            params = inspect.signature(function).parameters
-        except (TypeError, ValueError):
+# Gluon's Block, HybridBlock and SymbolBlock: their arguments (`prefix`, `params`, which subclasses often
+# spell out too) are internals, accepted but never listed or suggested
+_INTERNAL_MODULES = ("mxnet.gluon.block",)
+
+
+def _accepted_arguments(obj: Callable) -> Optional[Tuple[List[str], List[str]]]:
+    """(arguments, internal arguments) `obj` takes by keyword, following `**kwargs` up a class's bases;
+    None if open-ended. The internal ones are those of Gluon's own Block classes."""
+    classes = [c for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else []
+    internal = list(dict.fromkeys(n for c in classes if c.__module__ in _INTERNAL_MODULES
+                                  for n in _keywords(c.__init__) or () if n != "**"))
+    accepted: List[str] = []
+    for function in [c.__init__ for c in classes] or [obj]:
+        names = _keywords(function)
+        if names is None:
             return None
-        accepted += [n for n, p in params.items()
-                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self" and n not in accepted]
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return accepted
+        accepted += [n for n in names if n != "**" and n not in accepted]
+        if "**" not in names:
+            return [n for n in accepted if n not in internal], internal
     return None
+
+
+def _keywords(function: Callable) -> Optional[List[str]]:
+    """The names `function` takes by keyword, with "**" for a `**kwargs`; None without a signature."""
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    return [("**" if p.kind is p.VAR_KEYWORD else n) for n, p in params.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD) and n != "self"]
 
 
 BACKBONES = Registry("BACKBONES")

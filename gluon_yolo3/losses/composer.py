@@ -6,14 +6,18 @@ from typing import List, Mapping, Sequence
 from mxnet import gluon
 
 from ..postprocess.decode import YOLODecoder, flatten_raw
+from ..recipe import RecipeError
 from ..registry import LOSSES
+
+TERM_KEYS = ("weight", "name")      # a term's keys read here; the others are its constructor's
 
 
 class YOLOLoss(gluon.HybridBlock):
     """`loss(target, gt_boxes, *raw) -> (B, K)`: the K weighted loss terms per image (sums, not means).
 
     target `(B, T, 10 + C)`; gt_boxes `(B, M, 4)` x1y1x2y2 input pixels padded with -1;
-    raw: per scale `(B, H, W, A, 5 + C)`. `names` holds the K term names, in column order.
+    raw: per scale `(B, H, W, A, 5 + C)`. `names` holds the K term names, in column order. A term is a
+    component config (or a type name) with optional `weight` (default 1) and `name` (default the term's).
     """
 
     def __init__(self, terms: Sequence[Mapping], anchors, strides, ignore_iou: float = 0.7, **kwargs):
@@ -24,13 +28,11 @@ class YOLOLoss(gluon.HybridBlock):
         with self.name_scope():
             self.decoder = YOLODecoder(anchors, strides)
             self.terms = gluon.nn.HybridSequential()
-            for cfg in terms:
-                cfg = dict(cfg)
-                self.weights.append(float(cfg.pop("weight", 1.0)))
-                name = cfg.pop("name", None)
-                term = LOSSES.build(cfg)
+            for index, cfg in enumerate(terms):
+                weight, name, term = _build_term(cfg, where=f"loss.terms.{index}")
+                self.weights.append(weight)
                 self.terms.add(term)
-                self.names.append(name or getattr(term, "short_name", cfg["type"]))
+                self.names.append(name)
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"loss term names must be unique, got {self.names}; give one a 'name:'")
 
@@ -44,6 +46,18 @@ class YOLOLoss(gluon.HybridBlock):
         noobj = F.stop_gradient((1 - obj) * (best_iou <= self.ignore_iou))           # (B, T, 1)
         losses = [w * term(pred, target, boxes, noobj) for w, term in zip(self.weights, self.terms)]
         return F.stack(*losses, axis=1)
+
+
+def _build_term(cfg: Mapping | str, where: str):
+    """(weight, name, term) of one `loss.terms` entry; `weight` and `name` are the composer's own keys."""
+    cfg = {"type": cfg} if isinstance(cfg, str) else dict(cfg)
+    term = LOSSES.build(cfg, where=where, own_keys=TERM_KEYS)
+    weight, name = cfg.get("weight", 1.0), cfg.get("name")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+        raise RecipeError(f"{where}.weight must be a number, got {weight!r}")
+    if name is not None and not (isinstance(name, str) and name):
+        raise RecipeError(f"{where}.name must be a non-empty string, got {name!r}")
+    return float(weight), name or getattr(term, "short_name", cfg["type"]), term
 
 
 def pairwise_iou(F, a, b):

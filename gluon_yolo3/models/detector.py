@@ -83,14 +83,31 @@ def build_detector(recipe: Mapping[str, Any], num_classes: int, num_devices: int
     norm = dict(model.get("norm") or {})
     if norm.get("type") == "syncbn":
         norm.setdefault("num_devices", num_devices)
-    backbone = BACKBONES.build(model["backbone"], norm=norm)
+    backbone = BACKBONES.build(model["backbone"], where="model.backbone", norm=norm)
+    check_backbone_fit(model, backbone.strides)
     anchors = model["anchors"]
-    if len(anchors) != len(backbone.strides):
-        raise RecipeError(
-            f"model.anchors has {len(anchors)} scales but backbone '{model['backbone']['type']}' "
-            f"gives {len(backbone.strides)} (strides {', '.join(map(str, backbone.strides))})")
-    neck = NECKS.build(model["neck"], in_channels=list(backbone.channels), norm=norm)
-    head = HEADS.build(model["head"], in_channels=list(neck.channels),
+    neck = NECKS.build(model["neck"], where="model.neck", in_channels=list(backbone.channels), norm=norm)
+    head = HEADS.build(model["head"], where="model.head", in_channels=list(neck.channels),
                        num_anchors=[len(a) for a in anchors], num_classes=num_classes)
-    nms = NMS.build(model["nms"])
+    nms = NMS.build(model["nms"], where="model.nms")
     return YOLOv3(backbone, neck, head, anchors, num_classes, nms, prefix="yolov3_")
+
+
+def check_backbone_fit(model: Mapping[str, Any], strides):
+    """RecipeError unless `model.anchors` has one group per backbone scale and `model.input_size` is a
+    multiple of the largest stride (else the neck's upsampled maps do not meet their skip connections)."""
+    name = component_type(model["backbone"])
+    anchors = model["anchors"]
+    if len(anchors) != len(strides):
+        raise RecipeError(
+            f"model.anchors has {len(anchors)} scales but backbone '{name}' "
+            f"gives {len(strides)} (strides {', '.join(map(str, strides))})")
+    size, stride = model["input_size"], max(strides)
+    if size % stride:
+        raise RecipeError(f"model.input_size {size} is not a multiple of the backbone's largest stride "
+                          f"{stride} ({name})")
+
+
+def component_type(cfg: Mapping[str, Any] | str) -> str:
+    """The `type` of a component config (a bare string is its type)."""
+    return cfg if isinstance(cfg, str) else cfg["type"]
