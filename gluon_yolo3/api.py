@@ -17,7 +17,7 @@ import numpy as np
 
 from . import components
 from .data.pipeline import ImageNormalizer, build_resize, resize_with_geometry, to_original
-from .engine.checkpoint import find_weights
+from .engine.checkpoint import find_weights, load_weights
 from .engine.devices import parse_devices
 from .models.detector import YOLOv3, build_detector
 from .plugins import load_plugins
@@ -42,12 +42,39 @@ def build(recipe: Mapping[str, Any], num_classes: int) -> YOLOv3:
     return build_detector(recipe, num_classes)
 
 
-def class_names(recipe: Mapping[str, Any]) -> List[str]:
-    """The recipe's class names: `data.classes`, else those of its validation dataset."""
-    if recipe["data"].get("classes"):
-        return list(recipe["data"]["classes"])
+def class_names(recipe: Mapping[str, Any], weights: str | Path | None = None) -> List[str]:
+    """The run's one class list: `data.classes`, else the list stored beside `weights` (the recipe.yaml of their
+    run or zoo folder), else the training set's. ValueError when the recipe and the weights disagree."""
+    given = recipe["data"].get("classes")
+    stored, source = weights_classes(weights) if weights is not None else (None, None)
+    if given and stored is not None and list(given) != list(stored):
+        raise ValueError(f"the recipe's data.classes {list(given)} differ from the classes the weights were "
+                         f"trained with, {stored} ({source}): the class ids would not mean the same")
+    if given:
+        return list(given)
+    if stored is not None:
+        return stored
     from .engine.trainer import build_datasets
-    return list(build_datasets(recipe, splits=("val",))["val"].classes)
+    return list(build_datasets(recipe, splits=("train",))["train"].classes)
+
+
+def weights_classes(weights: str | Path):
+    """`(class list, the file it comes from)` stored beside weights: `data.classes` of the recipe.yaml of their
+    run folder, zoo folder or import folder; `(None, None)` when there is none."""
+    from .recipe import parse_yaml
+    path = Path(weights)
+    folder = path if path.is_dir() else path.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    recipe_file = folder / "recipe.yaml"
+    if not recipe_file.is_file():
+        return None, None
+    try:
+        stored = parse_yaml(recipe_file.read_text()) or {}
+    except Exception:   # noqa: BLE001 - an unreadable recipe beside the weights says nothing about classes
+        return None, None
+    classes = (stored.get("data") or {}).get("classes") if isinstance(stored, dict) else None
+    return (list(map(str, classes)), recipe_file) if isinstance(classes, list) and classes else (None, None)
 
 
 def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
@@ -62,16 +89,12 @@ def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
     The fused graph holds the weights loaded here: for other weights, call load_detector again.
     """
     contexts = contexts or [mx.cpu()]
-    classes = list(classes) if classes is not None else class_names(recipe)
+    classes = list(classes) if classes is not None else class_names(recipe, weights)
     net = build_detector(recipe, len(classes))
     path = find_weights(weights)
-    try:
-        # cast_dtype: float16 storage (zoo folders) loads into the float32 network
-        net.load_parameters(str(path), ctx=contexts, cast_dtype=True, dtype_source="current")
-    except (AssertionError, mx.base.MXNetError, ValueError) as err:
-        raise ValueError(f"weights '{path}' do not fit the recipe's model "
-                         f"({recipe['model']['backbone']['type']}, {len(classes)} classes): "
-                         f"{str(err).splitlines()[0]}") from None
+    # float16 storage (zoo folders) loads into the float32 network
+    load_weights(net, path, contexts, what=f"weights ({recipe['model']['backbone']['type']}, "
+                                           f"{len(classes)} classes):")
     if fuse is None:
         fuse = hybridize and len(contexts) == 1 and contexts[0].device_type == "cpu" and ONEDNN
     if fuse and all(c.device_type == "cpu" for c in contexts):
@@ -101,8 +124,9 @@ def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metri
     from .engine.trainer import build_datasets
     from .evaluation.runner import evaluate as run_eval
     contexts = parse_devices(devices or recipe["train"]["devices"])
-    dataset = build_datasets(recipe, splits=(split,))[split]
-    net = load_detector(recipe, weights, contexts, classes=dataset.classes, fuse=fuse)
+    classes = class_names(recipe, weights)
+    dataset = build_datasets(recipe, splits=(split,), classes=classes)[split]
+    net = load_detector(recipe, weights, contexts, classes=classes, fuse=fuse)
     return run_eval(net, dataset, recipe, contexts, metric=metric, progress=progress)
 
 
@@ -118,7 +142,7 @@ class Predictor:
                  fuse: Optional[bool] = None):
         self.recipe = recipe
         self.contexts = contexts or [mx.cpu()]
-        self.classes = list(classes) if classes is not None else class_names(recipe)
+        self.classes = list(classes) if classes is not None else class_names(recipe, weights)
         self.net = net if net is not None else load_detector(recipe, weights, self.contexts, self.classes, fuse=fuse)
         self.resize = build_resize(recipe["data"]["resize"], recipe["model"]["input_size"])
         self.normalize = ImageNormalizer(recipe["data"]["mean"], recipe["data"]["std"])

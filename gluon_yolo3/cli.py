@@ -28,7 +28,10 @@ def _fail(err: Exception):
     raise typer.Exit(code=2)
 
 
-KNOWN_ERRORS = (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError)
+# bad input and failed writes: a message naming the file or key, exit code 2 (WriteError: "cannot write PATH: why")
+from .files import WriteError, atomic_write_text, make_folder  # noqa: E402
+
+KNOWN_ERRORS = (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError, WriteError)
 
 
 @app.command()
@@ -82,8 +85,10 @@ def eval_(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
         _fail(err)
     typer.echo(format_table(result))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(jsonable(result), indent=1))
+        try:
+            atomic_write_text(json_out, json.dumps(jsonable(result), indent=1))
+        except WriteError as err:
+            _fail(err)
         typer.echo(f"wrote {json_out}")
     folder = report or default_report_folder(weights, split)
     try:
@@ -130,21 +135,48 @@ def predict(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh, fuse=fuse)
         else:
             predictor = api.deployed_predictor(exported or onnx, cfg, score_thresh=score_thresh, ctx=contexts[0])
-        out.mkdir(parents=True, exist_ok=True)
-        records = []
-        for path in images:
-            image = api.read_image(path)
-            det = predictor.predict_one(image)
-            predictor_draw(predictor, image, det, out / f"{path.stem}.jpg")
-            records.append({"image": str(path), "detections": [
-                {"class": n, "class_id": int(i), "score": round(float(s), 5),
-                 "box": [round(float(v), 2) for v in b]}
-                for n, i, s, b in zip(det["names"], det["ids"], det["scores"], det["boxes"])]})
-            typer.echo(f"{path}: {len(det['ids'])} detections")
+        make_folder(out)
     except KNOWN_ERRORS as err:
         _fail(err)
-    (out / "detections.json").write_text(json.dumps(records, indent=1))
+    records, failed, taken = [], [], set()
+    for path in images:
+        try:
+            image = api.read_image(path)
+        except (FileNotFoundError, ValueError) as err:
+            typer.secho(f"warning: {err}; skipped", fg=typer.colors.YELLOW, err=True)
+            failed.append(str(path))
+            continue
+        det = predictor.predict_one(image)
+        drawing = unique_name(out, path, taken)
+        try:
+            predictor_draw(predictor, image, det, drawing)
+        except (OSError, ValueError) as err:
+            _fail(WriteError(f"cannot write {drawing}: {err}"))
+        records.append({"image": str(path), "drawing": drawing.name, "detections": [
+            {"class": n, "class_id": int(i), "score": round(float(s), 5),
+             "box": [round(float(v), 2) for v in b]}
+            for n, i, s, b in zip(det["names"], det["ids"], det["scores"], det["boxes"])]})
+        typer.echo(f"{path}: {len(det['ids'])} detections")
+    try:
+        atomic_write_text(out / "detections.json", json.dumps(records, indent=1))
+    except WriteError as err:
+        _fail(err)
     typer.echo(f"wrote {out}/")
+    if failed:
+        typer.secho(f"error: {len(failed)} of {len(images)} image(s) could not be read: {', '.join(failed)}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
+
+
+def unique_name(folder: Path, image: Path, taken: set) -> Path:
+    """`folder/<stem>.jpg` for a drawing of `image`, numbered (`<stem>_2.jpg`, ...) when an earlier input of
+    this call had the same stem."""
+    stem, n = image.stem, 2
+    name = f"{stem}.jpg"
+    while name in taken:
+        name, n = f"{stem}_{n}.jpg", n + 1
+    taken.add(name)
+    return folder / name
 
 
 def predictor_draw(predictor, image, det, path: Path):

@@ -221,7 +221,7 @@ def test_yolo_classes_by_name(tmp_path):
 def test_cache_reuses_parsed_annotations_until_a_file_changes(tmp_path, monkeypatch):
     folder, _ = write_yolo(tmp_path / "yolo", num_images=5)
     first = YOLOTxtDetection(folder)
-    assert not first.from_cache and list((tmp_path / "cache").glob("yolo-*.pkl"))
+    assert not first.from_cache and list((tmp_path / "cache").glob("yolo-*.json"))
 
     def no_parse(*args, **kwargs):
         raise AssertionError("parsed although cached")

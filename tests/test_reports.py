@@ -192,7 +192,7 @@ def test_format_table_shows_coco_numbers():
     assert "small" in text and "medium" in text and "large" in text
     assert text.splitlines()[-4].startswith("mAP (coco)")
     boat = next(line for line in text.splitlines() if line.startswith("boat"))
-    assert boat.split()[1:3] == ["n/a", "n/a"]
+    assert boat.split()[1:4] == ["no", "ground", "truth"]     # not an AP of 0 (nor n/a): nothing to find
     voc_text = format_table({"metric": "voc07", "map": 0.25, "per_class": {"cat": 0.25, "dog": float("nan")},
                              "num_gt": {"cat": 3, "dog": 0}, "num_det": {"cat": 5, "dog": 0}})
     assert voc_text.splitlines()[0].split() == ["class", "AP", "gt", "dets"]

@@ -1,51 +1,178 @@
-"""Checkpoints in a run folder, written so that a crash at any moment leaves the last one loadable.
+"""Checkpoints in a run folder, written so that a crash at any moment leaves the last one loadable, and read
+without running any code.
 
-    <run>/checkpoints/epoch_0003.params   network weights (Gluon `save_parameters`)
-    <run>/checkpoints/epoch_0003.states   optimizer state, LR schedule position (Gluon `save_states`)
-    <run>/checkpoints/last.json           {"epoch": 3, "step": 750, "params": ..., "states": ...}
+    <run>/checkpoints/epoch_0003.params   network weights (Gluon `save_parameters`: MXNet's NDArray format)
+    <run>/checkpoints/epoch_0003.states   optimizer state (momentum, ...) as named NDArrays (`nd.save`)
+    <run>/checkpoints/epoch_0003.json     {"epoch": 3, "step": 750, "params": ..., "states": ..., "classes": [...],
+                                           "optimizer": {"type", "states": {param: layout}}, ...}
+    <run>/checkpoints/last.json           a copy of the last complete epoch's JSON
     <run>/checkpoints/best.params         weights of the best validation metric so far
 
-Every file is written to a temporary name in the same folder and renamed over the target; `last.json`
-is renamed last, so it only ever points at complete files.
+Every file is written to a temporary name in the same folder and renamed over the target; an epoch's JSON is
+written after its arrays and `last.json` last, so both only ever point at complete files. Nothing here reads a
+pickle: optimizer state files written by MXNet's `Trainer.save_states` (pickles, which can run code when
+loaded) are refused with a message. Weights that are not finite are never written.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import mxnet as mx
+import numpy as np
+
+from ..files import atomic_write, atomic_write_text
+
+STATES_FORMAT = 2          # named NDArrays + a JSON layout (format 1: MXNet's pickled Trainer states)
+EPOCH_FILE = re.compile(r"^epoch_(\d{4,})\.json$")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be used; the message names the file and why."""
 
 
-def atomic_write(path: Path, write: Callable[[str], None]):
-    """Call `write(tmp_path)` then rename tmp over `path` (same folder, so the rename is atomic)."""
+class NonFiniteWeights(RuntimeError):
+    """Weights holding NaN or infinity, which are never written; the message names the first bad tensor."""
+
+
+def load_arrays(path) -> Dict[str, mx.nd.NDArray]:
+    """The named arrays of an MXNet parameter file (`.params`, `.states`); CheckpointError when the file is
+    not one (text, truncated, a pickle, an ONNX file, ...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if is_pickle(path):
+        raise CheckpointError(f"{path} is a Python pickle, not an MXNet parameter file; pickles can run code "
+                              "when loaded, so gluon-yolo3 never loads them")
     try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; a plain open() would give this
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        arrays = mx.nd.load(str(path))
+    except mx.base.MXNetError:
+        raise CheckpointError(f"{path} is not a valid MXNet parameter file (truncated or another format)") from None
+    if not isinstance(arrays, dict):
+        raise CheckpointError(f"{path} holds unnamed arrays, not named parameters (not a Gluon .params file)")
+    return arrays
 
 
-def atomic_write_text(path: Path, text: str):
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-    atomic_write(path, write)
+def load_weights(net, path, contexts, what: str = "weights") -> None:
+    """Load a `.params` file into `net` on `contexts`, cast to the network's dtype (float16 zoo storage loads
+    into float32). CheckpointError naming the file and the first parameter that does not fit, before any is
+    changed."""
+    arrays = load_arrays(path)
+    params = net._collect_params_with_prefix()
+    for name, param in params.items():
+        if name not in arrays:
+            raise CheckpointError(f"{what} {path} do not fit the model: no parameter '{name}' in the file "
+                                  f"({len(arrays)} parameters in it, {len(params)} in the network)")
+        known = param.shape and all(d > 0 for d in param.shape)
+        if known and tuple(arrays[name].shape) != tuple(param.shape):
+            raise CheckpointError(f"{what} {path} do not fit the model: parameter '{name}' has shape "
+                                  f"{tuple(arrays[name].shape)} in the file, {tuple(param.shape)} in the network")
+    extra = sorted(set(arrays) - set(params))
+    if extra:
+        raise CheckpointError(f"{what} {path} do not fit the model: the file has parameter '{extra[0]}', which "
+                              "the network does not")
+    for name, param in params.items():
+        param._load_init(arrays[name], contexts, cast_dtype=True, dtype_source="current")
 
+
+def is_pickle(path) -> bool:
+    """Whether a file starts like a pickle of protocol 2 or later (MXNet's `save_states` writes those)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def named_arrays(source) -> Dict[str, mx.nd.NDArray]:
+    """Structural name -> array of a Gluon block's parameters (first context) or of a `WeightEMA`."""
+    if hasattr(source, "shadow"):
+        return dict(source.shadow)
+    return {name: p.data() for name, p in source._collect_params_with_prefix().items()}
+
+
+def first_non_finite(arrays: Mapping[str, mx.nd.NDArray]) -> List[str]:
+    """Names of the arrays holding NaN or infinity ([] when all are finite: one fused check first)."""
+    values = list(arrays.values())
+    if not values or mx.nd.multi_all_finite(*values, num_arrays=len(values), init_output=True).asscalar() == 1:
+        return []
+    return [name for name, a in arrays.items() if not np.isfinite(a.asnumpy()).all()]
+
+
+def check_finite(source, path) -> None:
+    """NonFiniteWeights naming `path` and the first bad tensor when `source`'s weights are not all finite."""
+    arrays = named_arrays(source)
+    bad = first_non_finite(arrays)
+    if bad:
+        value = arrays[bad[0]].asnumpy()
+        kind = "NaN" if np.isnan(value).any() else "infinity"
+        raise NonFiniteWeights(f"refusing to write {path}: parameter '{bad[0]}' holds {kind}"
+                               + (f" ({len(bad)} of {len(arrays)} tensors are not finite)" if len(bad) > 1 else "")
+                               + "; the weights diverged")
+
+
+# ---- optimizer state: named arrays + a JSON layout ------------------------------------------------
+
+def _flatten(state, key: str, arrays: Dict[str, mx.nd.NDArray]):
+    """The JSON layout of one parameter's optimizer state (None, an array, or nested tuples of them)."""
+    if state is None:
+        return None
+    if isinstance(state, mx.nd.NDArray):
+        arrays[key] = state.as_in_context(mx.cpu())
+        return key
+    if isinstance(state, (list, tuple)):
+        return [_flatten(s, f"{key}:{i}", arrays) for i, s in enumerate(state)]
+    raise CheckpointError(f"optimizer state of type {type(state).__name__} cannot be saved")
+
+
+def _unflatten(layout, arrays: Mapping[str, mx.nd.NDArray], ctx, where: str):
+    if layout is None:
+        return None
+    if isinstance(layout, str):
+        if layout not in arrays:
+            raise CheckpointError(f"{where}: optimizer state '{layout}' is missing")
+        return arrays[layout].as_in_context(ctx)
+    return tuple(_unflatten(item, arrays, ctx, where) for item in layout)
+
+
+def save_optimizer_states(trainer, names: Mapping[int, str], path) -> Dict[str, Any]:
+    """Write `trainer`'s optimizer state (its first device's copy: every device holds the same) to `path` as
+    named NDArrays; returns the JSON layout to keep beside it. `names`: parameter index -> structural name."""
+    arrays: Dict[str, mx.nd.NDArray] = {}
+    states = trainer._updaters[0].states if trainer._updaters else {}
+    layout = {names[index]: _flatten(state, names[index], arrays) for index, state in states.items()}
+    atomic_write(path, lambda tmp: mx.nd.save(tmp, arrays))
+    return {"type": type(trainer._optimizer).__name__.lower(), "format": STATES_FORMAT, "states": layout}
+
+
+def load_optimizer_states(trainer, names: Mapping[int, str], path, meta: Mapping[str, Any]):
+    """Load the state written by `save_optimizer_states` into every device's updater of `trainer`."""
+    path = Path(path)
+    optimizer = meta.get("optimizer") or {}
+    if is_pickle(path) or optimizer.get("format") != STATES_FORMAT:
+        raise CheckpointError(
+            f"{path} holds the optimizer state in MXNet's pickle format (an older gluon-yolo3 wrote it); "
+            "loading a pickle can run code, so it is refused. The weights beside it "
+            f"({Path(meta.get('params', '')).name or 'epoch_NNNN.params'}) are safe to use with --weights.")
+    kind = type(trainer._optimizer).__name__.lower()
+    if optimizer.get("type") != kind:
+        raise CheckpointError(f"{path}: the checkpoint's optimizer is {optimizer.get('type')}, the recipe's is "
+                              f"{kind}; their states do not carry over (keep train.optimizer.type)")
+    arrays = load_arrays(path)
+    layout = optimizer.get("states") or {}
+    index_of = {name: index for index, name in names.items()}
+    unknown = sorted(set(layout) - set(index_of))
+    if unknown:
+        raise CheckpointError(f"{path}: optimizer state for '{unknown[0]}', which the network does not have")
+    if not trainer._updaters:
+        raise CheckpointError("the trainer's updaters are not created yet: load states after its kvstore is set up")
+    for updater, ctx in zip(trainer._updaters, trainer._contexts):
+        for name, item in layout.items():
+            updater.states[index_of[name]] = _unflatten(item, arrays, ctx, str(path))
+            updater.states_synced[index_of[name]] = True
+
+
+# ---- the run folder's checkpoints -------------------------------------------------------------------
 
 class CheckpointManager:
     """Save and find checkpoints of one run folder."""
@@ -54,32 +181,58 @@ class CheckpointManager:
         self.folder = Path(run_dir) / "checkpoints"
         self.keep = max(1, int(keep))
 
-    def save(self, net, trainer, epoch: int, step: int, extra: Optional[Dict[str, Any]] = None) -> Path:
+    def save(self, net, trainer, epoch: int, step: int, extra: Optional[Dict[str, Any]] = None, *,
+             names: Mapping[int, str]) -> Path:
+        """Write `epoch_NNNN.params` (from `net`: a block or a WeightEMA), `.states` (the optimizer state of the
+        Gluon `trainer`; `names`: its parameter index -> structural name), `.json`, then last.json."""
         # A hybridized static graph updates BatchNorm statistics outside the reads save_parameters
         # waits for: without this, a checkpoint can hold statistics from before the last steps.
         mx.nd.waitall()
         stem = f"epoch_{epoch:04d}"
         params = self.folder / f"{stem}.params"
         states = self.folder / f"{stem}.states"
+        check_finite(net, params)
         atomic_write(params, net.save_parameters)
-        atomic_write(states, trainer.save_states)
-        meta = {"epoch": epoch, "step": step, "params": params.name, "states": states.name, **(extra or {})}
-        atomic_write_text(self.folder / "last.json", json.dumps(meta, indent=1))
+        optimizer = save_optimizer_states(trainer, names, states)
+        meta = {"epoch": epoch, "step": step, "params": params.name, "states": states.name, **(extra or {}),
+                "optimizer": optimizer}
+        text = json.dumps(meta, indent=1)
+        atomic_write_text(self.folder / f"{stem}.json", text)
+        atomic_write_text(self.folder / "last.json", text)
         self._prune(keep_stem=stem)
         return params
 
     def save_best(self, net):
         mx.nd.waitall()
-        atomic_write(self.folder / "best.params", net.save_parameters)
+        path = self.folder / "best.params"
+        check_finite(net, path)
+        atomic_write(path, net.save_parameters)
 
     def last(self) -> Optional[Dict[str, Any]]:
-        """The metadata of the last complete checkpoint, with absolute paths, or None."""
-        meta_path = self.folder / "last.json"
-        if not meta_path.exists():
+        """The metadata of the last complete checkpoint, with absolute paths, or None.
+
+        `last.json` when it points at complete files, else the newest epoch whose JSON and files are all
+        there (a run stopped between writing an epoch's JSON and last.json)."""
+        candidates = [self.folder / "last.json"] + sorted(
+            (p for p in self.folder.glob("epoch_*.json") if EPOCH_FILE.match(p.name)), reverse=True)
+        for path in candidates:
+            meta = self._read_meta(path)
+            if meta is not None:
+                return meta
+        return None
+
+    def _read_meta(self, path: Path) -> Optional[Dict[str, Any]]:
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
             return None
-        meta = json.loads(meta_path.read_text())
-        meta["params"] = str(self.folder / meta["params"])
-        meta["states"] = str(self.folder / meta["states"])
+        if not isinstance(meta, dict) or "params" not in meta or "states" not in meta:
+            return None
+        for key in ("params", "states", "train_params"):
+            if meta.get(key):
+                meta[key] = str(self.folder / Path(meta[key]).name)
+                if not Path(meta[key]).is_file():
+                    return None
         return meta
 
     def _prune(self, keep_stem: str):
@@ -87,8 +240,14 @@ class CheckpointManager:
         for stem in stems[:-self.keep]:
             if stem == keep_stem:
                 continue
-            for suffix in (".params", ".states"):
+            for suffix in (".params", ".states", ".json", ".train_params"):
                 (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
+
+
+def trainer_names(trainer, net) -> Dict[int, str]:
+    """Trainer parameter index -> the parameter's structural name in `net` (as in its .params files)."""
+    structural = {id(p): name for name, p in net._collect_params_with_prefix().items()}
+    return {i: structural.get(id(p), p.name) for i, p in enumerate(trainer._params)}
 
 
 def find_weights(path: str | Path) -> Path:

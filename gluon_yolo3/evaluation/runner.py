@@ -101,9 +101,13 @@ def format_comparison(reference: Mapping[str, Any], other: Mapping[str, Any]) ->
             f"{_num(other['map']).strip()}   delta {delta:+.4f}")
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _num(value, width: int = 7) -> str:
     """A metric value for a table: 4 decimals, "n/a" for None or NaN."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if _missing(value):
         return f"{'n/a':>{width}}"
     return f"{value:{width}.4f}"
 
@@ -121,7 +125,12 @@ def format_table(result: Mapping[str, Any]) -> str:
     col = max(7, len(ap_head))
     lines = [f"{'class':<{width}}  {ap_head:>{col}}" + ("" if ap50 is None else f"  {'AP50':>7}")
              + f"  {'gt':>6}  {'dets':>6}"]
+    num_gt = result.get("num_gt", {})
     for name in names:
+        if name in num_gt and not num_gt[name] and _missing(result["per_class"][name]):
+            lines.append(f"{name:<{width}}  {'no ground truth':>{col}}" + ("" if ap50 is None else f"  {'':>7}")
+                         + f"  {0:>6}  {result.get('num_det', {}).get(name, 0):>6}")
+            continue
         row = f"{name:<{width}}  {_num(result['per_class'][name], col)}"
         if ap50 is not None:
             row += f"  {_num(ap50.get(name))}"

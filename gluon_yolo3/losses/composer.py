@@ -38,10 +38,13 @@ class YOLOLoss(gluon.HybridBlock):
 
     def hybrid_forward(self, F, target, gt_boxes, *raw):
         pred = flatten_raw(F, raw)                                    # (B, T, 5 + C)
-        boxes = self.decoder(*raw)                                    # (B, T, 4)
-        # the ignore mask is a constant of the loss: no gradient flows into it (MXNet 1.9 also crashes
-        # on the imperative backward through this comparison otherwise)
-        best_iou = F.max(pairwise_iou(F, F.stop_gradient(boxes), gt_boxes), axis=-1, keepdims=True)
+        boxes = self.decoder(*raw)                                    # (B, T, 4), for IoU-based terms
+        # The ignore mask is a constant of the loss, decoded from outputs that carry no gradient: decoding
+        # `boxes` and stopping the gradient after it would still run the decoder's backward, where an
+        # overflowing exp(tw) gives 0 * inf = NaN gradients under a finite loss (a diverging run then saved
+        # NaN weights). MXNet 1.9 also crashes on the imperative backward through this comparison otherwise.
+        fixed = self.decoder(*[F.stop_gradient(r) for r in raw])
+        best_iou = F.max(pairwise_iou(F, fixed, gt_boxes), axis=-1, keepdims=True)
         obj = F.slice_axis(target, axis=-1, begin=0, end=1)
         noobj = F.stop_gradient((1 - obj) * (best_iou <= self.ignore_iou))           # (B, T, 1)
         losses = [w * term(pred, target, boxes, noobj) for w, term in zip(self.weights, self.terms)]
