@@ -114,7 +114,12 @@ def train(recipe: Mapping[str, Any], workdir: Optional[str] = None, devices=None
     """Train the recipe; returns a summary (run folder, steps, time, best validation mAP)."""
     from .engine.trainer import Trainer, make_run_folder
     run_dir = make_run_folder(recipe, workdir, resume)
-    return Trainer(recipe, run_dir, devices=devices, kvstore=kvstore, progress=progress, log=log).fit(resume)
+    try:
+        return Trainer(recipe, run_dir, devices=devices, kvstore=kvstore, progress=progress, log=log).fit(resume)
+    except BaseException:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()             # a run that failed before writing anything leaves no empty folder
+        raise
 
 
 def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metric: Optional[str] = None,

@@ -345,3 +345,10 @@ def test_predict_skips_an_unreadable_image_and_keeps_same_stem_drawings_apart(ti
     assert [r["image"] for r in records] == [str(tmp_path / "a/img.png"), str(tmp_path / "b/img.png")]
     assert sorted(p.name for p in out.glob("*.jpg")) == ["img.jpg", "img_2.jpg"]
     assert [r["drawing"] for r in records] == ["img.jpg", "img_2.jpg"]
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
+    result = invoke("train", RECIPE, "--workdir", tmp_path / "run", "--no-progress",
+                    *sets(TINY + ["model.input_size=100"]))
+    assert result.exit_code == 2 and "model.input_size 100" in result.output
+    assert not (tmp_path / "run").exists()
