@@ -32,7 +32,6 @@ import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluo
 import mxnet as mx  # noqa: E402
 from mxnet import gluon  # noqa: E402
 
-from gluon_yolo3 import components  # noqa: E402
 from gluon_yolo3.data.pipeline import EpochSampler, TrainSamples  # noqa: E402
 from gluon_yolo3.data.synthetic import SyntheticShapes  # noqa: E402
 from gluon_yolo3.data.voc import VOCDetection  # noqa: E402
@@ -153,7 +152,6 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="alternating timings of the two pipelines")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic images even if --root exists")
     args = parser.parse_args(argv)
-    components.register_builtins()
 
     count = 128                                           # synthetic images, reused across epochs
     root = None if args.synthetic else args.root

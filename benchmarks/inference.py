@@ -22,7 +22,7 @@ For darknet53 GluonCV is timed twice: plain hybridized, and fused by oneDNN (`op
 backend='MKLDNN')`). GFLOP/s achieved = (GFLOP per image x batch) / latency, the GFLOP counted from our
 network's convolution shapes (2 x multiply-adds; GluonCV's darknet53 YOLOv3 is quoted at 65.9 per 416
 image), the same count for every runtime of a model. Beside it, the GFLOP/s of one large 3x3 convolution
-alone (`evaluation.speed.conv_ceiling`): roughly what fp32 convolutions reach on the machine at best.
+alone (`speed.timing.conv_ceiling`): roughly what fp32 convolutions reach on the machine at best.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
 from gluon_yolo3.deploy.onnx_int8 import quantize_onnx  # noqa: E402
 from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
 from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
-from gluon_yolo3.evaluation.speed import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
+from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
 
 COCO_ANCHORS = "[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]"
 MODELS = {

@@ -146,7 +146,7 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str,
     import inference as inf
     from gluon_yolo3 import api
     from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector
-    from gluon_yolo3.evaluation.speed import conv_ceiling
+    from gluon_yolo3.speed.timing import conv_ceiling
     with tempfile.TemporaryDirectory() as tmp:
         with captured_stdout():
             if inference:

@@ -61,7 +61,7 @@ from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa
 from gluon_yolo3 import api  # noqa: E402
 from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
 from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
-from gluon_yolo3.evaluation.speed import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
+from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
 
 MODELS = {
     "darknet53": ("recipes/bccd_darknet53.yaml", "ours darknet53-YOLOv3"),

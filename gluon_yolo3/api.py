@@ -15,10 +15,9 @@ import cv2
 import mxnet as mx
 import numpy as np
 
-from . import components
 from .data.pipeline import ImageNormalizer, build_resize, resize_with_geometry, to_original
 from .engine.checkpoint import find_weights, load_weights
-from .engine.devices import parse_devices
+from .devices import parse_devices
 from .models.detector import YOLOv3, build_detector
 from .plugins import load_plugins
 from .recipe import load_recipe
@@ -31,7 +30,6 @@ __all__ = ["load", "build", "load_detector", "train", "evaluate", "Predictor", "
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """Load a recipe (bases, overrides, validation) and import the plugins it names."""
-    components.register_builtins()
     recipe = load_recipe(path, overrides)
     load_plugins(recipe.get("plugins") or [])
     return recipe

@@ -125,7 +125,7 @@ def predict(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             fuse: Optional[bool] = typer.Option(None, "--fuse/--no-fuse", help=FUSE_HELP)):
     """Detect objects in images; write them drawn and as JSON into --out."""
     from . import api
-    from .engine.devices import parse_devices
+    from .devices import parse_devices
     try:
         if sum(x is not None for x in (weights, exported, onnx)) != 1:
             raise ValueError("give exactly one of --weights, --exported, --onnx")
@@ -187,11 +187,10 @@ def predictor_draw(predictor, image, det, path: Path):
 @app.command()
 def components(plugin: Optional[List[str]] = typer.Option(None, help="Also load this plugin (file or module).")):
     """List every registry and its entries (plugins included) with a one-line description."""
-    from . import components as builtins
     from .plugins import load_plugins
-    from .registry import ALL
+    from .registry import ALL, import_all_builtins
     try:
-        builtins.register_builtins()
+        import_all_builtins()
         load_plugins(plugin or [])
     except KNOWN_ERRORS as err:
         _fail(err)

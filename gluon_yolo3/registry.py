@@ -9,10 +9,15 @@
 keys as keyword arguments (plus any `**extra` the caller passes, which the recipe cannot override).
 `build(cfg, where="loss.terms.0", own_keys=("weight",))`: errors name the config's place in the recipe, and
 the caller's own keys (read by the caller, not passed on) count as valid, so a misspelling of them is named.
+
+Each registry knows the modules that hold its built-in entries (`locations`, as MMEngine's registries do) and
+imports them the first time it is asked for an entry, a name list, or a new registration: no caller has to
+import anything first, and a plugin registered later cannot collide with a built-in unnoticed.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -31,16 +36,35 @@ def closest(name: str, choices) -> str | None:
 
 
 class Registry:
-    """A named mapping from strings to classes or functions that build a component."""
+    """A named mapping from strings to classes or functions that build a component.
 
-    def __init__(self, name: str):
+    `locations`: the modules holding the built-in entries, imported on first use."""
+
+    def __init__(self, name: str, locations: Sequence[str] = ()):
         self.name = name
+        self.locations = tuple(locations)
         self._entries: Dict[str, Callable] = {}
+        self._imported = not self.locations
+        self._importing = False
+
+    def import_builtins(self):
+        """Import the modules of `locations` once (their decorators register the built-in entries)."""
+        if self._imported or self._importing:
+            return
+        self._importing = True
+        try:
+            for module in self.locations:
+                importlib.import_module(module)
+            self._imported = True
+        finally:
+            self._importing = False
 
     def register(self, name: str | None = None, *, override: bool = False):
         """Decorator registering a class or function under `name` (default: its `__name__`)."""
 
         def decorator(obj: Callable) -> Callable:
+            if not str(getattr(obj, "__module__", "")).startswith("gluon_yolo3."):
+                self.import_builtins()      # a plugin's name must not shadow a built-in unnoticed
             key = name or obj.__name__
             if key in self._entries and not override and self._entries[key] is not obj:
                 raise RegistryError(
@@ -53,6 +77,7 @@ class Registry:
 
     def get(self, name: str, *, where: str = "") -> Callable:
         """The entry registered as `name`; `where` (the config's recipe key) prefixes the error."""
+        self.import_builtins()
         if name not in self._entries:
             hint = closest(name, self._entries)
             raise RegistryError(
@@ -84,6 +109,7 @@ class Registry:
         return obj(**kwargs, **extra)
 
     def names(self):
+        self.import_builtins()
         return sorted(self._entries)
 
     def describe(self) -> Dict[str, str]:
@@ -95,6 +121,7 @@ class Registry:
         return out
 
     def __contains__(self, name):
+        self.import_builtins()
         return name in self._entries
 
     def __repr__(self):
@@ -158,17 +185,25 @@ def _keywords(function: Callable) -> Optional[List[str]]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD) and n != "self"]
 
 
-BACKBONES = Registry("BACKBONES")
-NECKS = Registry("NECKS")
-HEADS = Registry("HEADS")
-ASSIGNERS = Registry("ASSIGNERS")
-LOSSES = Registry("LOSSES")
-NMS = Registry("NMS")
-DATASETS = Registry("DATASETS")
-TRANSFORMS = Registry("TRANSFORMS")
-OPTIMIZERS = Registry("OPTIMIZERS")
-LR_SCHEDULES = Registry("LR_SCHEDULES")
-METRICS = Registry("METRICS")
+_P = "gluon_yolo3."
+BACKBONES = Registry("BACKBONES", [_P + "models.backbones.darknet", _P + "models.backbones.mobilenet"])
+NECKS = Registry("NECKS", [_P + "models.neck", _P + "models.spp", _P + "models.gluoncv_neck"])
+HEADS = Registry("HEADS", [_P + "models.head"])
+ASSIGNERS = Registry("ASSIGNERS", [_P + "targets.assigner", _P + "targets.multi_anchor", _P + "targets.gluoncv"])
+LOSSES = Registry("LOSSES", [_P + "losses.terms", _P + "losses.iou", _P + "losses.guide"])
+NMS = Registry("NMS", [_P + "postprocess.nms"])
+DATASETS = Registry("DATASETS", [_P + "data.voc", _P + "data.coco", _P + "data.yolo_txt", _P + "data.synthetic"])
+TRANSFORMS = Registry("TRANSFORMS", [_P + "data.transforms", _P + "data.mix"])
+OPTIMIZERS = Registry("OPTIMIZERS", [_P + "optim.optimizers"])
+LR_SCHEDULES = Registry("LR_SCHEDULES", [_P + "optim.schedules"])
+METRICS = Registry("METRICS", [_P + "evaluation.voc", _P + "evaluation.coco"])
+HOOKS = Registry("HOOKS", [_P + "engine.hooks"])
 
 ALL = {r.name: r for r in (BACKBONES, NECKS, HEADS, ASSIGNERS, LOSSES, NMS, DATASETS, TRANSFORMS,
-                           OPTIMIZERS, LR_SCHEDULES, METRICS)}
+                           OPTIMIZERS, LR_SCHEDULES, METRICS, HOOKS)}
+
+
+def import_all_builtins():
+    """Import every registry's built-in entries now (for a listing of everything, e.g. `gluon-yolo3 components`)."""
+    for registry in ALL.values():
+        registry.import_builtins()

@@ -14,7 +14,7 @@ from gluon_yolo3.data.pipeline import (EpochSampler, MultiScaleBatchSampler, Tra
                                        build_train_batches, multi_scale_sizes)
 from gluon_yolo3.data.synthetic import SyntheticShapes
 from gluon_yolo3.data.transforms import Compose, SampleContext
-from gluon_yolo3.engine.devices import split_batch
+from gluon_yolo3.devices import split_batch
 from gluon_yolo3.engine.trainer import build_loss, initialize
 from gluon_yolo3.registry import TRANSFORMS
 

@@ -7,7 +7,6 @@ import cv2
 import pytest
 from cli_support import invoke, sets
 
-from gluon_yolo3 import components
 from gluon_yolo3.data.synthetic import SyntheticShapes
 from gluon_yolo3.registry import ALL
 
@@ -56,7 +55,6 @@ def test_components_lists_every_registry():
     result = invoke("components")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    components.register_builtins()
     for name, registry in ALL.items():
         assert f"{name}:" in lines
         for entry in registry.names():

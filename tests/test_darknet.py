@@ -10,8 +10,8 @@ import yaml
 from cli_support import invoke
 from deploy_support import DARKNET_CFGS, DEMO_SETS, random_weights, small_cfg, trained_demo, write_darknet_weights
 
-from gluon_yolo3 import api, components
-from gluon_yolo3.deploy import darknet as dk
+from gluon_yolo3 import api
+from gluon_yolo3.interop import darknet as dk
 from gluon_yolo3.recipe import DEFAULTS, merge
 
 OPENCV_THRESH = 0.2   # OpenCV's region layer zeroes class probabilities at or below this
@@ -23,7 +23,6 @@ def sigmoid(v):
 
 def build_from_cfg(path):
     import copy
-    components.register_builtins()
     partial = dk.recipe_from_cfg(dk.parse_cfg(path), path)
     recipe = merge(copy.deepcopy(DEFAULTS), partial)
     return partial, api.build(recipe, len(partial["data"]["classes"]))

@@ -17,7 +17,7 @@ import pytest
 
 from dist_support import CLI, JOB_ENV, PYTHON, RECIPE, ROOT, alive, started_pids
 from gluon_yolo3 import api
-from gluon_yolo3.engine.launch import launch
+from gluon_yolo3.distributed.launcher import launch
 from gluon_yolo3.engine.trainer import Trainer
 
 TINY = ["model.input_size=64", "data.train.image_size=64", "data.val.image_size=64", "data.val.num_images=4",
@@ -27,7 +27,7 @@ WORKER = textwrap.dedent("""
     import sys
     import numpy as np
     from gluon_yolo3 import api
-    from gluon_yolo3.engine import distributed as dist
+    from gluon_yolo3.distributed import kvstore as dist
     from gluon_yolo3.engine import trainer as trainer_module
     from gluon_yolo3.engine.trainer import Trainer
     out, recipe_path, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]

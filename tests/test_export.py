@@ -11,9 +11,9 @@ import pytest
 from cli_support import compared_maps, invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.deploy.export import DecodedOutputs
-from gluon_yolo3.deploy.numpy_nms import build_numpy_nms
+from gluon_yolo3.postprocess.numpy_nms import build_numpy_nms
 from gluon_yolo3.registry import NMS
 
 
@@ -114,7 +114,6 @@ def random_candidates(seed, batch=2, boxes=300, classes=4):
     {"type": "diou_nms", "iou_thresh": 0.3, "topk": 100, "max_det": 30},
 ])
 def test_numpy_nms_equals_the_registry(cfg):
-    components.register_builtins()
     cfg = {"score_thresh": 0.05, **cfg}
     boxes, scores = random_candidates(len(str(cfg)))
     block = NMS.build(dict(cfg))

@@ -154,7 +154,7 @@ def test_a_killed_launcher_takes_its_job_with_it(tmp_path):
 def test_without_the_launcher_the_watchdog_stops_a_waiting_worker(tmp_path):
     """Scheduler, server and workers started by hand with the DMLC_* variables (no heartbeat)."""
     plugin = write_plugin(tmp_path)
-    port = __import__("gluon_yolo3.engine.launch", fromlist=["free_port"]).free_port()
+    port = __import__("gluon_yolo3.distributed.launcher", fromlist=["free_port"]).free_port()
     base = {**os.environ, **JOB_ENV, "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(port),
             "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": "2", "DMLC_NODE_HOST": "127.0.0.1",
             "FAULT": "kill", "FAULT_NODE": "worker:1", "FAULT_CALL": "3"}

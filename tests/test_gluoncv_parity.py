@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.data.pipeline import pad_boxes
-from gluon_yolo3.deploy.gluoncv import GluonCVImportError, gluoncv_recipe, import_gluoncv
+from gluon_yolo3.interop.gluoncv import GluonCVImportError, gluoncv_recipe, import_gluoncv
 from gluon_yolo3.engine.trainer import build_loss
 from gluon_yolo3.registry import ASSIGNERS
-
-components.register_builtins()
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*is not used by any computation"),
               pytest.mark.filterwarnings("ignore:.*New initializer.*overriding existing initializer"),

@@ -10,13 +10,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.losses.guide import WHMSE, XYMSE
 from gluon_yolo3.losses.iou import CIoULoss, DIoULoss, GIoULoss, iou_family
 from gluon_yolo3.registry import LOSSES
-
-components.register_builtins()
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 # hybridized single terms do not read every input (e.g. noobj); MXNet warns about it

@@ -9,12 +9,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_yolo3 import components
 from gluon_yolo3.losses.composer import YOLOLoss, pairwise_iou
 from gluon_yolo3.losses.terms import WHL1, XYBCE, ClassBCE, ObjectnessBCE, bce_with_logits
 from gluon_yolo3.registry import LOSSES
-
-components.register_builtins()
 
 # hybridized single terms do not read every input (e.g. pred_boxes); MXNet warns about it
 pytestmark = pytest.mark.filterwarnings("ignore:.*is not used by any computation")

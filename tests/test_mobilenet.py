@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.engine.trainer import Trainer
 from gluon_yolo3.models.gluoncv_neck import YOLOv3WidthsNeck
 from gluon_yolo3.registry import BACKBONES, NECKS
-
-components.register_builtins()
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*is not used by any computation"),

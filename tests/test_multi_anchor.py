@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.engine.trainer import Trainer
 from gluon_yolo3.registry import ASSIGNERS
 from gluon_yolo3.targets.assigner import BestAnchorAssigner
 from gluon_yolo3.targets.multi_anchor import MultiAnchorAssigner
-
-components.register_builtins()
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 ANCHORS = [[(10, 10), (20, 20)], [(40, 40), (30, 60)]]

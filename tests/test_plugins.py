@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gluon_yolo3 import api, components, plugins
+from gluon_yolo3 import api, plugins
 from gluon_yolo3.plugins import PluginError, load_plugin, load_plugins
-from gluon_yolo3.registry import ALL, LOSSES
+from gluon_yolo3.registry import ALL, LOSSES, import_all_builtins
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -37,7 +37,7 @@ class CountPredictions(LossTerm):
 @pytest.fixture
 def isolated(monkeypatch):
     """Forget, after the test, the registrations and plugin imports it made."""
-    components.register_builtins()
+    import_all_builtins()
     for registry in ALL.values():
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.setattr(plugins, "_loaded", dict(plugins._loaded))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from cli_support import invoke, sets
 
-from gluon_yolo3 import api, components
+from gluon_yolo3 import api
 from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.recipe import RecipeError, load_recipe
 from gluon_yolo3.registry import ALL, LOSSES, Registry, RegistryError
@@ -144,7 +144,6 @@ def test_input_size_check_names_a_backbone_given_as_a_bare_type(tmp_path):
 # ---- misspelled component arguments --------------------------------------------------------------------
 
 def test_misspelled_loss_term_key_suggests_weight_and_names_the_term():
-    components.register_builtins()
     with pytest.raises(RegistryError) as info:
         YOLOLoss([{"type": "xy_bce"}, {"type": "wh_l1", "wieght": 2.0}], anchors=[[[8, 8]]], strides=[8])
     msg = str(info.value)
@@ -153,13 +152,11 @@ def test_misspelled_loss_term_key_suggests_weight_and_names_the_term():
 
 
 def test_misspelled_loss_term_name_is_suggested():
-    components.register_builtins()
     with pytest.raises(RegistryError, match=r"loss.terms.0: .*'nmae' \(did you mean 'name'\?\)"):
         YOLOLoss([{"type": "objectness_bce", "nmae": "obj"}], anchors=[[[8, 8]]], strides=[8])
 
 
 def test_loss_terms_keep_weight_name_and_arguments():
-    components.register_builtins()
     loss = YOLOLoss([{"type": "objectness_bce", "weight": 2, "name": "obj", "noobj_weight": 0.5}, "class_bce"],
                     anchors=[[[8, 8]]], strides=[8])
     assert loss.weights == [2.0, 1.0]
@@ -168,13 +165,11 @@ def test_loss_terms_keep_weight_name_and_arguments():
 
 
 def test_loss_term_weight_must_be_a_number():
-    components.register_builtins()
     with pytest.raises(RecipeError, match=r"loss.terms.0.weight must be a number, got 'abc'"):
         YOLOLoss([{"type": "xy_bce", "weight": "abc"}], anchors=[[[8, 8]]], strides=[8])
 
 
 def test_no_registry_lists_gluon_internals_as_arguments():
-    components.register_builtins()
     checked = 0
     for registry in ALL.values():
         for name in registry.names():
@@ -190,7 +185,6 @@ def test_no_registry_lists_gluon_internals_as_arguments():
 
 
 def test_gluon_internals_are_still_accepted():
-    components.register_builtins()
     backbone = ALL["BACKBONES"].build({"type": "darknet_tiny", "width": 0.25, "prefix": "bb_"})
     assert backbone.prefix == "bb_"
 

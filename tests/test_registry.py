@@ -1,7 +1,6 @@
 """The Registry: registration, building, error messages that name the problem and suggest a fix."""
 import pytest
 
-from gluon_yolo3 import components
 from gluon_yolo3.registry import ALL, LOSSES, Registry, RegistryError, closest
 
 
@@ -188,9 +187,8 @@ def test_closest():
 
 
 def test_builtin_registries_hold_the_builtins():
-    components.register_builtins()
     assert set(ALL) == {"BACKBONES", "NECKS", "HEADS", "ASSIGNERS", "LOSSES", "NMS", "DATASETS",
-                        "TRANSFORMS", "OPTIMIZERS", "LR_SCHEDULES", "METRICS"}
+                        "TRANSFORMS", "OPTIMIZERS", "LR_SCHEDULES", "METRICS", "HOOKS"}
     assert {"darknet53", "darknet_tiny"} <= set(ALL["BACKBONES"].names())
     assert {"xy_bce", "wh_l1", "objectness_bce", "class_bce"} <= set(LOSSES.names())
     assert "best_anchor" in ALL["ASSIGNERS"] and "class_aware" in ALL["NMS"]
@@ -202,13 +200,11 @@ def test_builtin_registries_hold_the_builtins():
 
 
 def test_builtin_component_with_unknown_argument_is_named():
-    components.register_builtins()
     with pytest.raises(RegistryError, match=r"'darknet_tiny' takes no argument 'widht' \(did you mean 'width'\?\)"):
         ALL["BACKBONES"].build({"type": "darknet_tiny", "widht": 0.5})
 
 
 def test_misspelled_argument_of_var_keyword_builtin_is_named():
-    components.register_builtins()
     with pytest.raises(RegistryError, match=r"noobj_weigth.*did you mean 'noobj_weight'"):
         LOSSES.build({"type": "objectness_bce", "noobj_weigth": 0.5})
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from cli_support import invoke, sets
-from gluon_yolo3 import api, components
-from gluon_yolo3.evaluation.speed import conv_gflop
+from gluon_yolo3 import api
+from gluon_yolo3.speed.timing import conv_gflop
 from gluon_yolo3.models.detector import build_detector
 
 COCO80 = [f"c{i}" for i in range(80)]
@@ -22,7 +22,6 @@ TINY_DEMO = ["model.input_size=64", "data.train.image_size=64", "data.val.image_
       "model.anchors=[[[10, 14], [23, 27], [37, 58]], [[81, 82], [135, 169], [344, 319]]]"], 5.571),
 ])
 def test_conv_gflop_matches_darknets_count(recipe, darknet_bflops):
-    components.register_builtins()
     cfg = api.load("recipes/demo_tiny.yaml", ["model.backbone={type: darknet53}", "model.neck={type: yolov3}",
                                               "model.input_size=416"] + recipe)
     net = build_detector(cfg, len(COCO80))

@@ -15,7 +15,6 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_yolo3 import components
 from gluon_yolo3.boxes import cxcywh_to_xyxy, shape_iou, xyxy_to_cxcywh
 from gluon_yolo3.postprocess.decode import YOLODecoder, flatten_raw
 from gluon_yolo3.registry import ASSIGNERS
@@ -118,7 +117,6 @@ def test_shape_iou_hand_values():
 
 
 def test_registered_as_best_anchor():
-    components.register_builtins()
     assigner = ASSIGNERS.build({"type": "best_anchor", "anchors": ANCHORS, "strides": STRIDES,
                                 "num_classes": NUM_CLASSES})
     assert isinstance(assigner, BestAnchorAssigner)

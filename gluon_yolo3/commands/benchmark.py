@@ -31,8 +31,8 @@ def benchmark(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
     Against GluonCV, side by side: `make bench` (benchmarks/run_all.py)."""
     from gluon_yolo3 import api
-    from gluon_yolo3.engine.devices import parse_devices
-    from gluon_yolo3.evaluation.speed import deployed_latency, inference_latency, training_throughput
+    from gluon_yolo3.devices import parse_devices
+    from gluon_yolo3.speed.timing import deployed_latency, inference_latency, training_throughput
     try:
         cfg = api.load(recipe, set_ or [])
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]

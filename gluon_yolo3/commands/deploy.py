@@ -29,7 +29,7 @@ def import_darknet(cfg: Path = typer.Argument(..., help="Darknet .cfg file (yolo
                    names: Optional[Path] = typer.Option(None, help="Class names, one per line (Darknet's .names); "
                                                                    "default: COCO's for 80 classes, else class0..")):
     """Import Darknet weights: writes a recipe and a checkpoint of the same network."""
-    from gluon_yolo3.deploy.darknet import import_darknet as run, read_names
+    from gluon_yolo3.interop.darknet import import_darknet as run, read_names
     try:
         summary = run(cfg, weights, out, read_names(names) if names else None)
     except KNOWN_ERRORS as err:
@@ -44,7 +44,7 @@ def export_darknet(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
                    out: Path = typer.Option(..., help="Folder for <name>.cfg, <name>.weights and <name>.names."),
                    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP)):
     """Export to Darknet (.cfg + .weights + .names), for Darknet or cv2.dnn.readNetFromDarknet."""
-    from gluon_yolo3.deploy.darknet import export_darknet as run
+    from gluon_yolo3.interop.darknet import export_darknet as run
     try:
         summary = run(_recipe(recipe, set_), weights, out)
     except KNOWN_ERRORS as err:

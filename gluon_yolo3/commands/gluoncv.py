@@ -24,10 +24,8 @@ def import_gluoncv(
                                                                 "data.train / data.val."),
         overwrite: bool = typer.Option(False, help="Replace recipe.yaml and checkpoints/best.params in --out.")):
     """Convert GluonCV YOLOv3 weights into our checkpoint plus a recipe that reproduces GluonCV's model."""
-    from gluon_yolo3 import components
-    from gluon_yolo3.deploy.gluoncv import import_gluoncv as run
+    from gluon_yolo3.interop.gluoncv import import_gluoncv as run
     try:
-        components.register_builtins()
         names = _class_names(classes)
         paths = run(params, arch, out, classes=names, data_root=data_root, overwrite=overwrite)
     except KNOWN_ERRORS as err:

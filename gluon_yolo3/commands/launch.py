@@ -45,7 +45,7 @@ def launch_(
 
     When a process fails or dies, the others stop with an error naming it; the launcher exits non-zero.
     """
-    from gluon_yolo3.engine.launch import launch, parse_env
+    from gluon_yolo3.distributed.launcher import launch, parse_env
     try:
         code = launch(command, workers=workers, servers=servers, hosts=hosts, kvstore=kvstore, python=python,
                       root_uri=root_uri, port=port, env=parse_env(env or []),

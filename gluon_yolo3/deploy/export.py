@@ -12,7 +12,7 @@ ONNX: `x (B, 3, H, W)` (by default any B and any H, W multiples of 32; `dynamic=
 `(batch_size, 3, S, S)`) -> `boxes (B, T, 4)` x1y1x2y2 input pixels, `objectness (B, T)` and
 `class_scores (B, T, C)` (sigmoid probabilities; a detection's score is objectness x class score),
 weights stored as initializers (not graph inputs, which keeps onnxruntime from treating them as
-overridable). NMS runs after it in numpy (`deploy.numpy_nms`), with the recipe's NMS settings, which the
+overridable). NMS runs after it in numpy (`postprocess.numpy_nms`), with the recipe's NMS settings, which the
 file carries in its metadata together with the preprocessing and class names.
 
 `deploy.json` next to the model says how to feed it: input size, resize mode, mean/std, class names, NMS.

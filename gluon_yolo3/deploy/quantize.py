@@ -39,9 +39,7 @@ class DecodeNMS(gluon.HybridBlock):
 
     def __init__(self, anchors, strides, nms: Mapping[str, Any], **kwargs):
         super().__init__(**kwargs)
-        from .. import components
         from ..registry import NMS
-        components.register_builtins()     # the NMS variants, when nothing else loaded them yet
         with self.name_scope():
             self.decoder = YOLODecoder(anchors, strides)
             self.nms = NMS.build(dict(nms))

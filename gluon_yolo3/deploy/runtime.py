@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from .export import DEPLOY_FILE, read_deploy_info
-from .numpy_nms import build_numpy_nms
+from ..postprocess.numpy_nms import build_numpy_nms
 
 
 def _as_numpy(x):

@@ -37,10 +37,10 @@ from ..models.detector import YOLOv3, build_detector
 from ..files import WriteError, atomic_write, atomic_write_text, cannot_write, make_folder
 from ..recipe import RecipeError, parse_yaml, resolved_yaml
 from ..registry import DATASETS, LR_SCHEDULES, OPTIMIZERS
-from . import distributed as dist
+from ..distributed import kvstore as dist
 from .checkpoint import CheckpointError, CheckpointManager, check_finite, load_optimizer_states, load_weights, \
     trainer_names
-from .devices import parse_devices, split_batch
+from ..devices import parse_devices, split_batch
 from .ema import WeightEMA, ema_config
 
 NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")

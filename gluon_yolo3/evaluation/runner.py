@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.pipeline import EvalSamples, to_original
-from ..engine.devices import split_batch
+from ..devices import split_batch
 from ..registry import METRICS
 
 
@@ -76,7 +76,7 @@ def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Opt
     The result gets `"model": <format>` (int8, mxnet, onnx). The export's input size, resize, mean and std
     must equal the recipe's (ValueError naming the difference otherwise)."""
     from ..deploy.runtime import deployed_label, load_deployed
-    from ..engine.devices import parse_devices
+    from ..devices import parse_devices
     from ..engine.trainer import build_datasets
     contexts = parse_devices(devices or recipe["train"]["devices"])[:1]
     detector = load_deployed(path, contexts[0])

@@ -1,6 +1,6 @@
 """Import GluonCV YOLOv3 weights (`yolo3_darknet53_*`, `yolo3_mobilenet1.0_*`, `yolo3_mobilenet0.25_*`).
 
-    from gluon_yolo3.deploy.gluoncv import import_gluoncv
+    from gluon_yolo3.interop.gluoncv import import_gluoncv
     paths = import_gluoncv("yolo3_darknet53_voc.params", "yolo3_darknet53_voc", "runs/gcv_d53")
     # runs/gcv_d53/recipe.yaml and runs/gcv_d53/checkpoints/best.params: use it like a run folder
 

@@ -3,7 +3,7 @@
     gluon-yolo3 launch --workers 2 --servers 1 -- train recipes/demo_tiny.yaml --workdir runs/dist
     gluon-yolo3 launch --workers 4 --servers 2 --hosts hosts.txt -- train recipes/voc.yaml
 
-Every process of the job runs `python -m gluon_yolo3.engine.launch --node ROLE:INDEX [-- COMMAND]` with
+Every process of the job runs `python -m gluon_yolo3.distributed.launcher --node ROLE:INDEX [-- COMMAND]` with
 MXNet's parameter-server variables (`DMLC_ROLE`, `DMLC_PS_ROOT_URI`, `DMLC_PS_ROOT_PORT`,
 `DMLC_NUM_SERVER`, `DMLC_NUM_WORKER`, `DMLC_NODE_HOST`) and the launcher's heartbeat address
 (distributed.py). The scheduler runs here; servers and workers go round-robin over the hosts file (one
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import distributed as dist
+from . import kvstore as dist
 
 ROLES = ("scheduler", "server", "worker")
 
@@ -254,13 +254,13 @@ class Job:
                 dist.ENV_HEARTBEAT: self.heartbeat.address, dist.ENV_NODE: f"{node.role}:{node.index}"}
 
     def node_argv(self, node: Node) -> List[str]:
-        argv = [self.python, "-m", "gluon_yolo3.engine.launch", "--node", f"{node.role}:{node.index}"]
+        argv = [self.python, "-m", "gluon_yolo3.distributed.launcher", "--node", f"{node.role}:{node.index}"]
         if node.role == "worker":
             argv += ["--"] + self.command
         return argv
 
     def ssh_argv(self, node: Node) -> List[str]:
-        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.engine.launch --node ...'`."""
+        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.distributed.launcher --node ...'`."""
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.node_env(node).items())
         remote = (f"cd {shlex.quote(self.cwd)} && env {assignments} "
                   + " ".join(shlex.quote(a) for a in self.node_argv(node)))
@@ -437,7 +437,7 @@ def node_main(argv: Optional[Sequence[str]] = None) -> int:
         cut = argv.index("--")
         argv, rest = argv[:cut], argv[cut + 1:]
     if len(argv) != 2 or argv[0] != "--node" or ":" not in argv[1]:
-        sys.stderr.write("usage: python -m gluon_yolo3.engine.launch --node ROLE:INDEX [-- COMMAND]\n")
+        sys.stderr.write("usage: python -m gluon_yolo3.distributed.launcher --node ROLE:INDEX [-- COMMAND]\n")
         return 2
     role, _, index = argv[1].partition(":")
     if role not in ROLES or not index.isdigit():

@@ -660,10 +660,8 @@ def load_darknet(cfg: str | Path, weights: str | Path, names: Optional[Sequence[
 
     `recipe` holds only what differs from the defaults; `info` has `arch`, `header` and `floats`."""
     import copy
-    from .. import components
     from ..models.detector import build_detector
     from ..recipe import DEFAULTS, merge
-    components.register_builtins()
     sections = parse_cfg(cfg)
     partial = recipe_from_cfg(sections, cfg, names)
     recipe = merge(copy.deepcopy(DEFAULTS), partial)

@@ -1,0 +1,1 @@
+"""Optimizers and learning-rate schedules, registered so that recipes can name them."""

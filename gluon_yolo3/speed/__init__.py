@@ -1,0 +1,1 @@
+"""Speed on this machine: convolution FLOPs, inference latency and training throughput."""
