@@ -13,7 +13,8 @@ import pytest
 from gluon_yolo3 import api
 from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.losses.guide import WHMSE, XYMSE
-from gluon_yolo3.losses.iou import CIoULoss, DIoULoss, GIoULoss, iou_family
+from gluon_yolo3.boxes import iou_family
+from gluon_yolo3.losses.iou import CIoULoss, DIoULoss, GIoULoss
 from gluon_yolo3.registry import LOSSES
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

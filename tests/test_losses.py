@@ -9,7 +9,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_yolo3.losses.composer import YOLOLoss, pairwise_iou
+from gluon_yolo3.boxes import pairwise_iou
+from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.losses.terms import WHL1, XYBCE, ClassBCE, ObjectnessBCE, bce_with_logits
 from gluon_yolo3.registry import LOSSES
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..boxes import shape_iou
 from .base import DatasetError
 
 
@@ -149,20 +150,11 @@ def jsonable_report(report: Mapping[str, Any]) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- anchors
 
-def shape_iou_matrix(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU `(N, K)` of box shapes `wh (N, 2)` and `anchors (K, 2)` with aligned centres."""
-    wh = np.asarray(wh, np.float64)[:, None, :]
-    an = np.asarray(anchors, np.float64)[None, :, :]
-    inter = np.minimum(wh[..., 0], an[..., 0]) * np.minimum(wh[..., 1], an[..., 1])
-    union = wh[..., 0] * wh[..., 1] + an[..., 0] * an[..., 1] - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def mean_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
     """Mean over boxes of the best shape IoU with any anchor."""
     if not len(wh):
         return float("nan")
-    return float(shape_iou_matrix(wh, anchors).max(axis=1).mean())
+    return float(shape_iou(wh, anchors).max(axis=1).mean())
 
 
 def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iters: int = 300, restarts: int = 3) -> np.ndarray:
@@ -182,7 +174,7 @@ def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iters: int = 300, rest
         centres = _kmeanspp(wh, k, rng)
         assign = None
         for _ in range(iters):
-            new = shape_iou_matrix(wh, centres).argmax(axis=1)
+            new = shape_iou(wh, centres).argmax(axis=1)
             if assign is not None and np.array_equal(new, assign):
                 break
             assign = new
@@ -198,7 +190,7 @@ def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iters: int = 300, rest
 def _kmeanspp(wh: np.ndarray, k: int, rng) -> np.ndarray:
     centres = [wh[rng.integers(len(wh))]]
     for _ in range(1, k):
-        d = 1 - shape_iou_matrix(wh, np.array(centres)).max(axis=1)
+        d = 1 - shape_iou(wh, np.array(centres)).max(axis=1)
         total = d.sum()
         centres.append(wh[rng.choice(len(wh), p=d / total)] if total > 0 else wh[rng.integers(len(wh))])
     return np.array(centres, np.float64)

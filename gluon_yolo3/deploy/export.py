@@ -30,6 +30,8 @@ from typing import Any, Dict, Mapping
 import numpy as np
 from mxnet import gluon
 
+from ..postprocess.decode import decode
+
 DEPLOY_FILE = "deploy.json"
 ONNX_OUTPUTS = ("boxes", "objectness", "class_scores")
 
@@ -45,12 +47,8 @@ class DecodedOutputs(gluon.HybridBlock):
 
     def hybrid_forward(self, F, x):
         raw = self.head(*self.neck(*self.backbone(x)))
-        # flatten_raw's reshape codes (-3) have no ONNX translation: reshape with the known last axis
-        pred = F.concat(*[F.reshape(r, (0, -1, 5 + self.num_classes)) for r in raw], dim=1)  # (B, T, 5 + C)
-        boxes = self.decoder(*raw)
-        objectness = F.reshape(F.sigmoid(F.slice_axis(pred, axis=-1, begin=4, end=5)), (0, -1))
-        class_scores = F.sigmoid(F.slice_axis(pred, axis=-1, begin=5, end=None))
-        return boxes, objectness, class_scores
+        boxes, objectness, class_scores = decode(F, self.decoder, raw, width=5 + self.num_classes)
+        return boxes, F.reshape(objectness, (0, -1)), class_scores
 
 
 class RawOutputs(gluon.HybridBlock):

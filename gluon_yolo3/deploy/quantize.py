@@ -27,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 from mxnet import gluon
 
-from ..postprocess.decode import YOLODecoder, flatten_raw
+from ..postprocess.decode import YOLODecoder, decode, detection_scores
 from .export import DEPLOY_FILE, RawOutputs, deploy_info, read_deploy_info, staged
 
 CALIB_MODES = ("naive", "entropy")
@@ -45,11 +45,8 @@ class DecodeNMS(gluon.HybridBlock):
             self.nms = NMS.build(dict(nms))
 
     def hybrid_forward(self, F, *raw):
-        pred = flatten_raw(F, raw)
-        boxes = self.decoder(*raw)
-        obj = F.sigmoid(F.slice_axis(pred, axis=-1, begin=4, end=5))
-        cls = F.sigmoid(F.slice_axis(pred, axis=-1, begin=5, end=None))
-        return self.nms(boxes, F.broadcast_mul(obj, cls))
+        boxes, objectness, class_probs = decode(F, self.decoder, raw)
+        return self.nms(boxes, detection_scores(F, objectness, class_probs))
 
 
 class QuantizedDetector:

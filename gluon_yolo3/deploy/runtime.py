@@ -19,6 +19,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from .export import DEPLOY_FILE, read_deploy_info
+from ..postprocess.decode import detection_scores_np
 from ..postprocess.numpy_nms import build_numpy_nms
 
 
@@ -103,7 +104,7 @@ class OnnxDetector:
 
     def __call__(self, x):
         out = self.outputs(x)
-        scores = out["objectness"][..., None] * out["class_scores"]
+        scores = detection_scores_np(out["objectness"], out["class_scores"])
         return _like_input(x, self.nms(out["boxes"], scores))
 
 

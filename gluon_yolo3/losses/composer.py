@@ -5,6 +5,7 @@ from typing import List, Mapping, Sequence
 
 from mxnet import gluon
 
+from ..boxes import pairwise_iou
 from ..postprocess.decode import YOLODecoder, flatten_raw
 from ..recipe import RecipeError
 from ..registry import LOSSES
@@ -61,23 +62,3 @@ def _build_term(cfg: Mapping | str, where: str):
     if name is not None and not (isinstance(name, str) and name):
         raise RecipeError(f"{where}.name must be a non-empty string, got {name!r}")
     return float(weight), name or getattr(term, "short_name", cfg["type"]), term
-
-
-def pairwise_iou(F, a, b):
-    """IoU `(B, N, M)` of boxes `a (B, N, 4)` and `b (B, M, 4)`, x1y1x2y2; padded (-1) boxes give 0."""
-    a = F.expand_dims(a, axis=2)                                      # (B, N, 1, 4)
-    b = F.expand_dims(b, axis=1)                                      # (B, 1, M, 4)
-    a1, a2 = F.slice_axis(a, axis=-1, begin=0, end=2), F.slice_axis(a, axis=-1, begin=2, end=4)
-    b1, b2 = F.slice_axis(b, axis=-1, begin=0, end=2), F.slice_axis(b, axis=-1, begin=2, end=4)
-    inter = _area(F, F.relu(F.broadcast_minimum(a2, b2) - F.broadcast_maximum(a1, b1)))
-    area_a = _area(F, F.relu(a2 - a1))
-    area_b = _area(F, F.relu(b2 - b1))
-    union = F.broadcast_sub(F.broadcast_add(area_a, area_b), inter)
-    return inter / F.maximum(union, 1e-12)
-
-
-def _area(F, wh):
-    """`(..., 2)` width, height -> `(...)` w * h (a product whose gradient stays finite at zero sides)."""
-    w = F.slice_axis(wh, axis=-1, begin=0, end=1)
-    h = F.slice_axis(wh, axis=-1, begin=1, end=2)
-    return F.squeeze(w * h, axis=-1)

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from mxnet import autograd, gluon
 
-from ..postprocess.decode import YOLODecoder, flatten_raw
+from ..postprocess.decode import YOLODecoder, decode, detection_scores
 from ..recipe import RecipeError
 from ..registry import BACKBONES, HEADS, NECKS, NMS
 
@@ -42,12 +42,9 @@ class YOLOv3(gluon.HybridBlock):
         return self.nms(boxes, scores)
 
     def boxes_and_scores(self, F, raw):
-        """Decoded boxes `(B, T, 4)` and per-class scores `(B, T, C)` = sigmoid(obj) * sigmoid(class)."""
-        pred = flatten_raw(F, raw)
-        boxes = self.decoder(*raw)
-        obj = F.sigmoid(F.slice_axis(pred, axis=-1, begin=4, end=5))
-        cls = F.sigmoid(F.slice_axis(pred, axis=-1, begin=5, end=None))
-        return boxes, F.broadcast_mul(obj, cls)
+        """Decoded boxes `(B, T, 4)` and per-class scores `(B, T, C)` = objectness x class probability."""
+        boxes, objectness, class_probs = decode(F, self.decoder, raw)
+        return boxes, detection_scores(F, objectness, class_probs)
 
     def forward(self, x, *args):
         # A hybridized graph is traced for one mode; re-trace when switching train <-> inference.

@@ -1,4 +1,9 @@
-"""Decoding raw YOLO outputs into boxes and scores, symbolically (HybridBlock)."""
+"""Decoding raw YOLO outputs into boxes and scores, symbolically (HybridBlock), and YOLOv3's score rule.
+
+A detection's score for class c is objectness x class probability, both sigmoids of their logits
+(multi-label: every class has its own probability). `decode(F, decoder, raw)` gives the three parts for the
+detector, the int8 graph's fp32 tail and the ONNX export alike; `detection_scores` / `detection_scores_np`
+multiply them (the numpy one after an ONNX model)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,9 +12,33 @@ import numpy as np
 from mxnet import gluon
 
 
-def flatten_raw(F, raw):
-    """Per-scale raw outputs `(B, H, W, A, 5 + C)` -> `(B, T, 5 + C)`, flattened scale, y, x, anchor."""
+def flatten_raw(F, raw, width: int | None = None):
+    """Per-scale raw outputs `(B, H, W, A, 5 + C)` -> `(B, T, 5 + C)`, flattened scale, y, x, anchor.
+
+    `width` (5 + C, when known): one plain reshape per scale, which ONNX can express (its reshape has no
+    code for merging two axes)."""
+    if width is not None:
+        return F.concat(*[F.reshape(r, (0, -1, int(width))) for r in raw], dim=1)
     return F.concat(*[F.reshape(F.reshape(r, (0, -3, 0, 0)), (0, -3, 0)) for r in raw], dim=1)
+
+
+def decode(F, decoder, raw, width: int | None = None):
+    """`(boxes (B, T, 4) x1y1x2y2 input pixels, objectness (B, T, 1), class probabilities (B, T, C))` of the
+    raw outputs per scale `(B, H, W, A, 5 + C)`; `decoder` a YOLODecoder, `width` as in `flatten_raw`."""
+    pred = flatten_raw(F, raw, width)
+    objectness = F.sigmoid(F.slice_axis(pred, axis=-1, begin=4, end=5))
+    class_probs = F.sigmoid(F.slice_axis(pred, axis=-1, begin=5, end=None))
+    return decoder(*raw), objectness, class_probs
+
+
+def detection_scores(F, objectness, class_probs):
+    """Per-class scores `(B, T, C)` = objectness `(B, T, 1)` x class probabilities `(B, T, C)`."""
+    return F.broadcast_mul(objectness, class_probs)
+
+
+def detection_scores_np(objectness: np.ndarray, class_probs: np.ndarray) -> np.ndarray:
+    """`detection_scores` in numpy, for objectness `(B, T)` (an ONNX model's output) and `(B, T, C)`."""
+    return np.asarray(objectness)[..., None] * np.asarray(class_probs)
 
 
 class YOLODecoder(gluon.HybridBlock):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from mxnet import gluon
 
-from ..losses.iou import iou_family
+from ..boxes import iou_family
 from ..registry import NMS
 
 _INVALID = -1.0  # score given to candidates at or below score_thresh and to padding

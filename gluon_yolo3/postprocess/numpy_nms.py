@@ -22,28 +22,8 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 
 import numpy as np
 
+from ..boxes import iou_pairs
 from ..registry import closest
-
-EPS = 1e-9   # as in gluon_yolo3.losses.iou
-
-
-def pairwise(a: np.ndarray, b: np.ndarray, kind: str = "iou") -> np.ndarray:
-    """IoU (or DIoU) of x1y1x2y2 boxes `a (N, 4)` against `b (M, 4)` -> `(N, M)`; plain areas, no +1."""
-    a, b = a[:, None, :].astype(np.float64), b[None, :, :].astype(np.float64)
-    aw, ah = np.maximum(a[..., 2] - a[..., 0], 0), np.maximum(a[..., 3] - a[..., 1], 0)
-    bw, bh = np.maximum(b[..., 2] - b[..., 0], 0), np.maximum(b[..., 3] - b[..., 1], 0)
-    iw = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
-    ih = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    iou = inter / (union + EPS)
-    if kind == "iou":
-        return iou
-    cw = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
-    ch = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
-    dx = (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]) / 2
-    dy = (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]) / 2
-    return iou - (dx ** 2 + dy ** 2) / (cw ** 2 + ch ** 2 + EPS)
 
 
 class NumpyNMS:
@@ -99,7 +79,7 @@ class NumpyNMS:
         groups = [np.arange(len(values))] if force else [np.flatnonzero(ids == c) for c in np.unique(ids)]
         keep = []
         for group in groups:                                    # classes never suppress each other
-            hits = pairwise(cand[group], cand[group]) > self.iou_thresh    # k would suppress j
+            hits = iou_pairs(cand[group], cand[group]) > self.iou_thresh    # k would suppress j
             alive = np.ones(len(group), dtype=bool)
             for k in range(len(group)):
                 if alive[k]:
@@ -139,7 +119,7 @@ class _Iterative(NumpyNMS):
         if not len(values):
             return np.zeros((0, 6), np.float32)
         score = values.astype(np.float64)
-        metric = pairwise(cand, cand, self.metric_kind)
+        metric = iou_pairs(cand, cand, self.metric_kind)
         same = ids[:, None] == ids[None, :]
         done = np.zeros(len(values), dtype=bool)
         rows = []
