@@ -3,10 +3,11 @@
     gluon-yolo3 launch --workers 2 --servers 1 -- train recipes/demo_tiny.yaml --workdir runs/dist
     gluon-yolo3 launch --workers 4 --servers 2 --hosts hosts.txt -- train recipes/voc.yaml
 
-Every process of the job runs `python -m gluon_yolo3.distributed.launcher --node ROLE:INDEX [-- COMMAND]` with
-MXNet's parameter-server variables (`DMLC_ROLE`, `DMLC_PS_ROOT_URI`, `DMLC_PS_ROOT_PORT`,
+Everything the `launch` verb's process runs: the hosts file, `Job` (start, supervise, kill) and `launch()`.
+Every process of the job runs `python -m gluon_yolo3.commands.node --node ROLE:INDEX [-- COMMAND]` (NODE_ENTRY)
+with MXNet's parameter-server variables (`DMLC_ROLE`, `DMLC_PS_ROOT_URI`, `DMLC_PS_ROOT_PORT`,
 `DMLC_NUM_SERVER`, `DMLC_NUM_WORKER`, `DMLC_NODE_HOST`) and the launcher's heartbeat address
-(distributed.py). The scheduler runs here; servers and workers go round-robin over the hosts file (one
+(heartbeat.py). The scheduler runs here; servers and workers go round-robin over the hosts file (one
 host per line: `host`, `user@host` or `host:ssh_port`; `#` comments), or all on 127.0.0.1 without one.
 Workers run COMMAND: gluon-yolo3 arguments (`train RECIPE ...`, given `--kvstore dist_sync`), or a Python
 script (`path.py args`) for a custom loop.
@@ -20,7 +21,6 @@ Python 3.9.
 from __future__ import annotations
 
 import os
-import queue
 import shlex
 import signal
 import socket
@@ -32,9 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import kvstore as dist
+from .heartbeat import ENV_HEARTBEAT, ENV_NODE, HeartbeatServer
+from .kvstore import check_kvstore, is_distributed
 
-ROLES = ("scheduler", "server", "worker")
+# the per-node entry every process of a job runs (`python -m`); it lives in the CLI layer (a worker runs a CLI
+# verb), so the launcher names it and never imports it
+NODE_ENTRY = "gluon_yolo3.commands.node"
 
 
 class LaunchError(ValueError):
@@ -112,104 +115,6 @@ class Node:
         return f"{self.role} {self.index} ({where}{pid})"
 
 
-@dataclass
-class _Peer:
-    conn: socket.socket
-    last_beat: float
-    info: str = ""
-    done: bool = False
-
-
-class HeartbeatServer:
-    """The launcher's side of the heartbeat: events `("fail"|"lost", (role, index), text)` in `events`."""
-
-    def __init__(self, host: str, timeout: float):
-        self.timeout = float(timeout)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(256)
-        self.address = f"{host}:{self.sock.getsockname()[1]}"
-        self.events: "queue.Queue[Tuple[str, Tuple[str, int], str]]" = queue.Queue()
-        self.peers: Dict[Tuple[str, int], _Peer] = {}
-        self.lock = threading.Lock()
-        self.closed = False
-        threading.Thread(target=self._accept, name="heartbeat-accept", daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), name="heartbeat-peer", daemon=True).start()
-
-    def _serve(self, conn: socket.socket):
-        key, buffer = None, b""
-        while True:
-            try:
-                chunk = conn.recv(4096)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                word, _, rest = line.decode("utf-8", "replace").partition(" ")
-                if word == "hello":
-                    role, index, pid, host = (rest.split() + ["?"] * 4)[:4]
-                    key = (role, int(index) if index.isdigit() else -1)
-                    with self.lock:
-                        self.peers[key] = _Peer(conn, time.monotonic(), info=f"pid {pid} on {host}")
-                elif key is None:
-                    continue
-                elif word == "beat":
-                    self.peers[key].last_beat = time.monotonic()
-                elif word == "bye":
-                    self.peers[key].done = True
-                elif word == "fail":
-                    self.peers[key].done = True
-                    self.events.put(("fail", key, rest))
-        if key is not None and not self.peers[key].done and not self.closed:
-            self.peers[key].done = True
-            self.events.put(("lost", key, f"its connection closed without a goodbye ({self.peers[key].info}): "
-                                          "the process died"))
-
-    def said_hello(self, key) -> bool:
-        return key in self.peers
-
-    def silent(self) -> List[Tuple[Tuple[str, int], float]]:
-        """Peers still running whose last beat is older than the timeout."""
-        now = time.monotonic()
-        with self.lock:
-            return [(k, now - p.last_beat) for k, p in self.peers.items()
-                    if not p.done and now - p.last_beat > self.timeout]
-
-    def abort(self, reason: str):
-        line = ("abort " + " ".join(reason.split()) + "\n").encode("utf-8", "replace")
-        with self.lock:
-            peers = list(self.peers.values())
-        for peer in peers:
-            try:
-                peer.conn.sendall(line)
-            except OSError:
-                pass
-
-    def close(self):
-        self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self.lock:
-            for peer in self.peers.values():
-                try:
-                    peer.conn.close()
-                except OSError:
-                    pass
-
-
 class Job:
     """One distributed job: `Job(...).run()` -> exit code (0 when every worker ended well)."""
 
@@ -251,16 +156,16 @@ class Job:
                 "DMLC_ROLE": node.role, "DMLC_PS_ROOT_URI": self.root_uri, "DMLC_PS_ROOT_PORT": str(self.port),
                 "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers),
                 "DMLC_NODE_HOST": node.host.name if node.host else self.root_uri,
-                dist.ENV_HEARTBEAT: self.heartbeat.address, dist.ENV_NODE: f"{node.role}:{node.index}"}
+                ENV_HEARTBEAT: self.heartbeat.address, ENV_NODE: f"{node.role}:{node.index}"}
 
     def node_argv(self, node: Node) -> List[str]:
-        argv = [self.python, "-m", "gluon_yolo3.distributed.launcher", "--node", f"{node.role}:{node.index}"]
+        argv = [self.python, "-m", NODE_ENTRY, "--node", f"{node.role}:{node.index}"]
         if node.role == "worker":
             argv += ["--"] + self.command
         return argv
 
     def ssh_argv(self, node: Node) -> List[str]:
-        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.distributed.launcher --node ...'`."""
+        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.commands.node --node ...'`."""
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.node_env(node).items())
         remote = (f"cd {shlex.quote(self.cwd)} && env {assignments} "
                   + " ".join(shlex.quote(a) for a in self.node_argv(node)))
@@ -418,83 +323,11 @@ def launch(command: Sequence[str], workers: int, servers: int = 1, hosts: Option
            heartbeat_timeout: float = 30.0, grace: float = 10.0, timeout: float = 0.0,
            log: Callable[[str], None] = print) -> int:
     """Run a distributed job to its end; returns the exit code (0 when every worker ended well)."""
-    if not dist.is_distributed(kvstore):
+    if not is_distributed(kvstore):
         raise LaunchError(f"launch: --kvstore must be a dist kvstore (dist_sync, dist_device_sync), got {kvstore!r}")
-    dist.check_kvstore(kvstore)
+    check_kvstore(kvstore)
     host_list = read_hosts(hosts) if hosts else None
     job = Job(worker_command(command, kvstore), workers, servers, hosts=host_list, python=python,
               root_uri=root_uri, port=port, env=env, cwd=cwd, heartbeat_timeout=heartbeat_timeout,
               grace=grace, timeout=timeout, log=log)
     return job.run()
-
-
-# ---- inside every process of the job ----------------------------------------------------------------
-def node_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`--node ROLE:INDEX [-- COMMAND]`: join the heartbeat, then be the scheduler, a server or a worker."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rest: List[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, rest = argv[:cut], argv[cut + 1:]
-    if len(argv) != 2 or argv[0] != "--node" or ":" not in argv[1]:
-        sys.stderr.write("usage: python -m gluon_yolo3.distributed.launcher --node ROLE:INDEX [-- COMMAND]\n")
-        return 2
-    role, _, index = argv[1].partition(":")
-    if role not in ROLES or not index.isdigit():
-        sys.stderr.write(f"error: bad node {argv[1]!r}: ROLE is one of {', '.join(ROLES)}, INDEX a number\n")
-        return 2
-    try:
-        beat = dist.start_heartbeat(role, int(index))
-    except dist.DistributedError as err:
-        sys.stderr.write(f"error: [{role} {index}] {err}\n")
-        return 2
-    if role != "worker":
-        code = _serve_role()
-    else:
-        code = _run_worker(rest)
-    if code:
-        dist.stop_now(f"{role} {index} ended with exit code {code} (its error is printed above)", code)
-    if beat is not None:
-        beat.bye()
-    return 0
-
-
-def _serve_role() -> int:
-    """Scheduler or server: importing mxnet with DMLC_ROLE set runs that role to the end of the job."""
-    try:
-        import mxnet  # noqa: F401
-    except SystemExit as end:
-        return end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
-    return 0
-
-
-def _run_worker(command: List[str]) -> int:
-    import gc
-    import traceback
-    if not command:
-        sys.stderr.write("error: a worker needs a command after --\n")
-        return 2
-    try:
-        if command[0].endswith(".py"):
-            import runpy
-            sys.argv = list(command)
-            runpy.run_path(command[0], run_name="__main__")
-            code = 0
-        else:
-            from gluon_yolo3.cli import app
-            app(command, prog_name="gluon-yolo3")     # standalone: ends with SystemExit(code)
-            code = 0
-    except SystemExit as end:
-        code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:   # noqa: BLE001 - reported, then the process ends with a code
-        traceback.print_exc()
-        code = 1
-    if code == 0:
-        gc.collect()        # release the kvstore here: its final barrier runs while the heartbeat still beats
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(node_main())
