@@ -16,27 +16,21 @@ the ratio is ours / GluonCV's. A third line times ours with mosaic and mixup add
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import common  # first: gluon_yolo3 before MXNet (its thread count, see common.py)
+import mxnet as mx
+from mxnet import gluon
 
-import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
-import mxnet as mx  # noqa: E402
-from mxnet import gluon  # noqa: E402
-
-from gluon_yolo3.data.pipeline import EpochSampler, TrainSamples  # noqa: E402
-from gluon_yolo3.data.synthetic import SyntheticShapes  # noqa: E402
-from gluon_yolo3.data.voc import VOCDetection  # noqa: E402
-from gluon_yolo3.recipe import DEFAULTS  # noqa: E402
-from gluon_yolo3.targets.assigner import BestAnchorAssigner  # noqa: E402
+from gluon_yolo3.data.pipeline import EpochSampler, TrainSamples
+from gluon_yolo3.data.synthetic import SyntheticShapes
+from gluon_yolo3.data.voc import VOCDetection
+from gluon_yolo3.recipe import DEFAULTS
+from gluon_yolo3.targets.assigner import BestAnchorAssigner
 
 OURS = [{"type": "color_jitter"}, {"type": "random_expand", "p": 0.5}, {"type": "random_crop", "p": 1.0},
         {"type": "random_flip"}]
@@ -84,12 +78,7 @@ class Decoded(gluon.data.Dataset):
 
 def gluoncv_net(classes):
     """GluonCV's `yolo3_darknet53_custom` for `classes` (random weights, nothing downloaded)."""
-    from gluoncv.model_zoo import yolo3_darknet53_custom
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = yolo3_darknet53_custom(list(classes), pretrained_base=False)
-        net.initialize()
-    return net
+    return common.gluoncv_model("yolo3_darknet53_custom", classes=list(classes), pretrained_base=False)
 
 
 def gluoncv_loader(dataset, size, batch_size, workers, net=None):
@@ -141,10 +130,10 @@ def throughput(make_iter, batch_size: int, batches: int, warmup: int) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared/datasets/BCCD",
+    parser.add_argument("--root", type=Path, default=common.BCCD,
                         help="VOC folder (default: BCCD beside the checkout); synthetic images when absent")
     parser.add_argument("--size", type=int, default=416, help="network input size")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=common.WORKERS,
                         help="DataLoader worker processes, the same for both pipelines")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per pipeline")

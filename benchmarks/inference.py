@@ -27,27 +27,22 @@ alone (`speed.timing.conv_ceiling`): roughly what fp32 convolutions reach on the
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import common  # first: gluon_yolo3 before MXNet (its thread count, see common.py)
+import mxnet as mx
 
-import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
-import mxnet as mx  # noqa: E402
-
-from gluon_yolo3 import api  # noqa: E402
-from gluon_yolo3.deploy.export import export_onnx  # noqa: E402
-from gluon_yolo3.deploy.onnx_int8 import quantize_onnx  # noqa: E402
-from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector  # noqa: E402
-from gluon_yolo3.deploy.runtime import OnnxDetector  # noqa: E402
-from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
+from common import REPO, mx_call
+from gluon_yolo3 import api
+from gluon_yolo3.deploy.export import export_onnx
+from gluon_yolo3.deploy.onnx_int8 import quantize_onnx
+from gluon_yolo3.deploy.quantize import quantize_detector
+from gluon_yolo3.inference.deployed import OnnxDetector, load_quantized
+from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds
 
 COCO_ANCHORS = "[[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]"
 MODELS = {
@@ -62,12 +57,8 @@ def gluoncv_reference(name: str, num_classes: int):
     """GluonCV's YOLO3 of the same architecture (darknet53 only; None for the tiny demo)."""
     if name != "darknet53":
         return None
-    from gluoncv.model_zoo import get_model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = get_model("yolo3_darknet53_custom", classes=[str(i) for i in range(num_classes)],
-                        pretrained_base=False)
-    net.initialize()
+    net = common.gluoncv_model("yolo3_darknet53_custom", classes=[str(i) for i in range(num_classes)],
+                               pretrained_base=False)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
@@ -79,12 +70,6 @@ def gluoncv_fused(name: str, num_classes: int, x):
         return None
     net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
     return net
-
-
-def mx_call(net):
-    def call(x):
-        return [o.asnumpy() for o in net(x)]
-    return call
 
 
 def random_model(name: str, folder: Path):
@@ -162,7 +147,7 @@ def main():
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     print(f"mxnet {mx.__version__}, oneDNN {mx.runtime.Features().is_enabled('MKLDNN')}, "
-          f"OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}, "
+          f"OMP threads {common.omp_threads()}, "
           f"oneDNN ISA cap {os.environ.get('DNNL_MAX_CPU_ISA', 'default')} (AMX for int8: gluon_yolo3/amx.py)")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     out = {}
@@ -170,8 +155,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             out[name] = bench(name, args.runs, args.rounds, Path(tmp), batch_sizes, args.gluoncv_only)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    common.write_json(args.json, out)
     return out
 
 

@@ -35,10 +35,9 @@ os.environ.setdefault("MXNET_EXEC_BULK_EXEC_INFERENCE", "0")
 if "--onednn" in sys.argv:
     os.environ["DNNL_VERBOSE"] = "1"            # read once, when oneDNN runs its first primitive
 
-import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
+import common  # noqa: E402  (after the variables above; gluon_yolo3 before MXNet, see common.py)
 import mxnet as mx  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_step as ts  # noqa: E402
 
 
@@ -65,10 +64,10 @@ def profile_inference(calls: int, top: int, skip_gluoncv: bool):
     with tempfile.TemporaryDirectory() as tmp:
         recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
         x = mx.nd.random.normal(shape=(1, 3, 416, 416))
-        ours = inf.mx_call(api.load_detector(recipe, weights, classes=classes, fuse=False))
+        ours = common.mx_call(api.load_detector(recipe, weights, classes=classes, fuse=False))
         profile(lambda: ours(x), calls, top, "ours darknet53 fp32 inference, batch 1, 416")
         if not skip_gluoncv:
-            ref = inf.mx_call(inf.gluoncv_reference("darknet53", len(classes)))
+            ref = common.mx_call(inf.gluoncv_reference("darknet53", len(classes)))
             profile(lambda: ref(x), calls, top, "GluonCV darknet53 fp32 inference, batch 1, 416")
 
 
@@ -145,7 +144,8 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str,
     synthetic images), or our training step of `model` at 320, timed per oneDNN primitive over `calls` calls."""
     import inference as inf
     from gluon_yolo3 import api
-    from gluon_yolo3.deploy.quantize import load_quantized, quantize_detector
+    from gluon_yolo3.deploy.quantize import quantize_detector
+    from gluon_yolo3.inference.deployed import load_quantized
     from gluon_yolo3.speed.timing import conv_ceiling
     with tempfile.TemporaryDirectory() as tmp:
         with captured_stdout():
@@ -153,9 +153,9 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str,
                 recipe, classes, weights = inf.random_model("darknet53", Path(tmp))
                 if int8:
                     quantize_detector(recipe, weights, Path(tmp) / "int8", calib=16)
-                    detector = inf.mx_call(load_quantized(Path(tmp) / "int8"))
+                    detector = common.mx_call(load_quantized(Path(tmp) / "int8"))
                 else:
-                    detector = inf.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: default
+                    detector = common.mx_call(api.load_detector(recipe, weights, classes=classes))   # fused: default
                 x = mx.nd.random.normal(shape=(batch, 3, 416, 416))
                 call = lambda: detector(x)                                                        # noqa: E731
                 title = f"ours darknet53 {'int8' if int8 else 'fused fp32'} inference, batch {batch}, 416"

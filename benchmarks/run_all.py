@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 TARGETS = {"train": 1.25, "infer_fp32": 1.2, "infer_fastest": 3.0, "data": 3.0}
 
 

@@ -40,28 +40,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import common  # first: gluon_yolo3 before MXNet (its thread count, see common.py)
+import mxnet as mx
+from mxnet import autograd, gluon
 
-import gluon_yolo3  # noqa: E402,F401  (before MXNet: its thread count, see gluon_yolo3/threads.py)
-import mxnet as mx  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
-
-from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images  # noqa: E402
-from gluon_yolo3 import api  # noqa: E402
-from gluon_yolo3.data.pipeline import build_assigner, build_train_batches  # noqa: E402
-from gluon_yolo3.engine.trainer import Trainer  # noqa: E402
-from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds  # noqa: E402
+from common import REPO
+from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images
+from gluon_yolo3 import api
+from gluon_yolo3.data.pipeline import build_assigner, build_train_batches
+from gluon_yolo3.engine.trainer import Trainer
+from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds
 
 MODELS = {
     "darknet53": ("recipes/bccd_darknet53.yaml", "ours darknet53-YOLOv3"),
@@ -110,12 +105,8 @@ def our_step(name: str, size: int, batch: int, folder: Path):
 def gluoncv_step(images: np.ndarray):
     """GluonCV's darknet53 YOLOv3 training step on `images` (B, 3, S, S) normalised; -> step()."""
     from gluoncv.data.transforms.presets.yolo import YOLO3DefaultTrainTransform
-    from gluoncv.model_zoo import get_model
     batch, _, size, _ = images.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = get_model("yolo3_darknet53_voc", pretrained=False, pretrained_base=False)
-        net.initialize()
+    net = common.gluoncv_model("yolo3_darknet53_voc", pretrained=False, pretrained_base=False)
     transform = YOLO3DefaultTrainTransform(size, size, net)
     # prefetch targets (the data side of GluonCV's target generation) for boxes like ours, once
     rng = np.random.default_rng(0)
@@ -232,7 +223,7 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
     `ceiling` (training_ceiling()), also the `budget` that 1.25x GluonCV leaves."""
     warmup = max(warmup, 2)      # the second iteration still builds (backward graph): never time it
     dataset, what = load_images(root, size, count=batch * (repeats + warmup + 1))
-    threads = os.environ.get("MXNET_OMP_MAX_THREADS", "MXNet's default")
+    threads = common.omp_threads("MXNet's default")
     print(f"training iterations with the data pipeline: darknet53, batch {batch}, {size}x{size}, {workers} "
           f"workers each, OMP threads {threads}; data: {what}")
     sides = {"gluoncv": gluoncv_iteration(dataset, size, batch, workers)}
@@ -305,16 +296,16 @@ def main(argv=None):
                         help="also time whole iterations with each side's data pipeline (darknet53)")
     parser.add_argument("--pipeline-only", action="store_true", help="only the --pipeline figures")
     parser.add_argument("--gluoncv-only", action="store_true", help="--pipeline-only, GluonCV's side alone")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=int, default=common.WORKERS,
                         help="--pipeline: DataLoader worker processes on each side")
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared/datasets/BCCD",
+    parser.add_argument("--root", type=Path, default=common.BCCD,
                         help="--pipeline: VOC folder (default: BCCD beside the checkout); synthetic if absent")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.rounds = 3, 1, 1
     models = [args.only] if args.only else list(MODELS)
-    print(f"mxnet {mx.__version__}, OMP threads {os.environ.get('MXNET_OMP_MAX_THREADS', 'default')}")
+    print(f"mxnet {mx.__version__}, OMP threads {common.omp_threads()}")
     out = {}
     ceiling = None
     if not args.gluoncv_only:
@@ -327,8 +318,7 @@ def main(argv=None):
     if args.pipeline or args.pipeline_only or args.gluoncv_only:
         out["pipeline"] = run_pipeline(args.root, args.size, args.batch_size, args.workers, args.repeats,
                                        args.warmup, args.rounds, gluoncv_only=args.gluoncv_only, ceiling=ceiling)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    common.write_json(args.json, out)
     return out
 
 
