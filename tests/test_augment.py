@@ -15,7 +15,7 @@ from gluon_yolo3.data.pipeline import (EpochSampler, MultiScaleBatchSampler, Tra
 from gluon_yolo3.data.synthetic import SyntheticShapes
 from gluon_yolo3.data.transforms import Compose, SampleContext
 from gluon_yolo3.devices import split_batch
-from gluon_yolo3.engine.trainer import build_loss, initialize
+from gluon_yolo3.engine.builders import build_loss, build_model
 from gluon_yolo3.registry import TRANSFORMS
 
 CHAIN = [{"type": "mosaic", "p": 0.7}, {"type": "mixup", "p": 0.7}, {"type": "random_expand", "p": 0.5},
@@ -224,9 +224,8 @@ def test_multi_scale_training_step_through_the_hybridized_net_on_two_devices():
     recipe = tiny_recipe("data.multi_scale.min_size=64", "data.multi_scale.max_size=128",
                          "data.multi_scale.every=1", "data.train.image_size=96", "data.train.num_images=32")
     dataset = SyntheticShapes(num_images=32, image_size=96)
-    net = api.build(recipe, 3)
     contexts = [mx.cpu(0), mx.cpu(1)]
-    initialize(net, contexts, 64)
+    net = build_model(recipe, dataset.classes, contexts)
     loss_fn = build_loss(recipe, net)
     loss_fn.initialize(ctx=contexts)
     net.hybridize(static_alloc=True, static_shape=True)

@@ -162,7 +162,7 @@ def test_anchors_cli_prints_sorted_anchors_and_a_snippet_that_loads(tmp_path):
     np.testing.assert_allclose(np.array(groups).reshape(-1, 2), printed, atol=0.51)
     # the reported IoUs equal the reference computed on the boxes scaled to 192 (letterbox of 96: x2)
     from gluon_yolo3 import api
-    from gluon_yolo3.engine.trainer import build_datasets
+    from gluon_yolo3.data.build import build_datasets
     cfg = api.load(recipe, ["model.input_size=192"])
     ds = build_datasets(cfg, ("train",))["train"]
     wh = np.concatenate([(ds.label(i)[:, 2:4] - ds.label(i)[:, :2]) * 2 for i in range(len(ds))])
@@ -179,7 +179,7 @@ def test_bccd_recipes_build_multi_scale_batches(bccd_root):
     """Both BCCD recipes load; darknet53's mosaic + mixup + multi-scale pipeline yields one size per batch."""
     from gluon_yolo3 import api
     from gluon_yolo3.data.pipeline import build_assigner, build_train_batches
-    from gluon_yolo3.engine.trainer import build_datasets
+    from gluon_yolo3.data.build import build_datasets
     for name in ("bccd_tiny", "bccd_darknet53"):
         cfg = api.load(REPO / f"recipes/{name}.yaml", [f"data.train.root={bccd_root}",
                                                        f"data.val.root={bccd_root}"])

@@ -5,13 +5,12 @@ import pytest
 from mxnet import autograd
 
 from gluon_yolo3 import api
-from gluon_yolo3.engine.trainer import initialize
+from gluon_yolo3.engine.builders import build_model
 
 
 def make_net(overrides=(), classes=3):
     recipe = api.load("recipes/demo_tiny.yaml", list(overrides))
-    net = api.build(recipe, classes)
-    initialize(net, [mx.cpu()], recipe["model"]["input_size"])
+    net = build_model(recipe, [f"class{i}" for i in range(classes)], [mx.cpu()])
     return recipe, net
 
 

@@ -32,21 +32,22 @@ WORKER = textwrap.dedent("""
     from gluon_yolo3.engine.trainer import Trainer
     out, recipe_path, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     job = {}
-    join, initialize = dist.create_kvstore, trainer_module.initialize
+    join, build_model = dist.create_kvstore, trainer_module.build_model
 
     def join_and_remember(name):
         kv = join(name)
         job["rank"] = kv.rank    # not the kvstore itself: it must end with the trainer's fit
         return kv
 
-    def initialize_elsewhere(net, contexts, size):
+    def build_elsewhere(recipe, classes, contexts):
         # workers other than rank 0 start from other weights: the trainer must hand out rank 0's
-        initialize(net, contexts, size)
+        net = build_model(recipe, classes, contexts)
         if job["rank"] != 0:
             for p in net.collect_params().values():
                 p.set_data(p.data() * 1.5 + 0.1)
+        return net
 
-    dist.create_kvstore, trainer_module.initialize = join_and_remember, initialize_elsewhere
+    dist.create_kvstore, trainer_module.build_model = join_and_remember, build_elsewhere
     trainer = Trainer(api.load(recipe_path, overrides), out + "/run", kvstore="dist_sync", progress=False,
                       log=lambda *_: None)
     summary = trainer.fit()

@@ -82,7 +82,7 @@ def test_onnx_outputs_equal_mxnet(demo, exports):
 
 
 def test_fixed_batch_onnx_runs_any_batch(exports):
-    from gluon_yolo3.deploy.runtime import OnnxDetector
+    from gluon_yolo3.inference.deployed import OnnxDetector
     x = images(3, 64, seed=5)
     free = OnnxDetector(exports / "onnx" / "model.onnx").outputs(x)
     fixed = OnnxDetector(exports / "onnx_fixed" / "model.onnx").outputs(x)     # batch 1, run 3 times

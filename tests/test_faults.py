@@ -219,12 +219,12 @@ def test_resume_is_exact_4_epochs_equal_2_then_2(tmp_path, monkeypatch):
         np.testing.assert_allclose(resumed.ema.shadow[name].asnumpy(), s.asnumpy(), rtol=1e-5, atol=1e-6,
                                    err_msg=f"EMA {name}")
     assert resumed.ema.updates == straight.ema.updates == 8
-    momenta_a, momenta_b = straight.trainer._updaters[0].states, resumed.trainer._updaters[0].states
+    momenta_a, momenta_b = straight.gluon_trainer._updaters[0].states, resumed.gluon_trainer._updaters[0].states
     assert sorted(momenta_a) == sorted(momenta_b) and len(momenta_a) > 30
     for index in momenta_a:
         np.testing.assert_allclose(momenta_b[index].asnumpy(), momenta_a[index].asnumpy(), rtol=1e-5, atol=1e-7)
-    assert resumed.trainer.optimizer.num_update == straight.trainer.optimizer.num_update == 8
-    assert resumed.trainer.learning_rate == pytest.approx(straight.trainer.learning_rate)
+    assert resumed.gluon_trainer.optimizer.num_update == straight.gluon_trainer.optimizer.num_update == 8
+    assert resumed.gluon_trainer.learning_rate == pytest.approx(straight.gluon_trainer.learning_rate)
 
     def losses(folder):
         return {m["step"]: m["loss"] for m in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())

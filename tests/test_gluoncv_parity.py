@@ -18,7 +18,7 @@ from mxnet import autograd
 from gluon_yolo3 import api
 from gluon_yolo3.data.pipeline import pad_boxes
 from gluon_yolo3.interop.gluoncv import GluonCVImportError, gluoncv_recipe, import_gluoncv
-from gluon_yolo3.engine.trainer import build_loss
+from gluon_yolo3.engine.builders import build_loss
 from gluon_yolo3.registry import ASSIGNERS
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*is not used by any computation"),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 
-from gluon_yolo3.evaluation.plots import draw_detections, plot_training
+from gluon_yolo3.drawing import draw_detections
+from gluon_yolo3.evaluation.plots import plot_training
 from gluon_yolo3.evaluation.voc import VOCMeanAP
 from gluon_yolo3.registry import METRICS
 

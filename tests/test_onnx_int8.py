@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from gluon_yolo3.deploy.export import export_onnx
 from gluon_yolo3.deploy.onnx_int8 import downstream_nodes, head_output_nodes
 from gluon_yolo3.deploy.quantize import calibration_images
-from gluon_yolo3.deploy.runtime import OnnxDetector, load_deployed
+from gluon_yolo3.inference.deployed import OnnxDetector, load_deployed
 
 MAX_MAP_DROP = 0.05
 

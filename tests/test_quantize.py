@@ -9,7 +9,8 @@ from cli_support import compared_maps, invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 
 from gluon_yolo3 import api
-from gluon_yolo3.deploy.quantize import calibration_images, load_quantized
+from gluon_yolo3.deploy.quantize import calibration_images
+from gluon_yolo3.inference.deployed import load_quantized
 
 MAX_MAP_DROP = 0.05
 
@@ -90,7 +91,7 @@ def test_int8_model_loads_in_a_fresh_process(quantized):
     import subprocess
     import sys
     _, _, out = quantized
-    code = ("import numpy as np; from gluon_yolo3.deploy.runtime import load_deployed; "
+    code = ("import numpy as np; from gluon_yolo3.inference.deployed import load_deployed; "
             f"d = load_deployed({str(out)!r}); ids, scores, boxes = d(np.zeros((1, 3, 64, 64), np.float32)); "
             "print(d.info['format'], ids.shape)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

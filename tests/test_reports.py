@@ -185,7 +185,7 @@ def test_default_report_folder(tmp_path):
 
 def test_format_table_shows_coco_numbers():
     from gluon_yolo3.evaluation.reports import coco_metric
-    from gluon_yolo3.evaluation.runner import format_table
+    from gluon_yolo3.evaluation.tables import format_table
     result = coco_metric(random_results(3), NAMES + ["boat"]).compute()
     text = format_table(result)
     assert "AP50" in text and "AP75" in text and "AR100" in text

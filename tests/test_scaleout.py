@@ -78,7 +78,7 @@ def test_two_devices_equal_one_device_after_three_sgd_steps(tmp_path):
         np.testing.assert_allclose(b0[name], a[name], rtol=1e-5, atol=1e-5, err_msg=name)
         moved += int(np.abs(a[name] - start[name]).max() > 1e-4)
     assert moved > 30                         # three real steps, not a no-op
-    assert one.trainer.learning_rate == two.trainer.learning_rate == pytest.approx(0.001)
+    assert one.gluon_trainer.learning_rate == two.gluon_trainer.learning_rate == pytest.approx(0.001)
 
 
 def test_clip_grad_norm_clips_the_summed_gradient_over_all_devices(tmp_path, reference):

@@ -6,6 +6,7 @@ import pytest
 
 from gluon_yolo3 import api
 from gluon_yolo3.engine import checkpoint as ckpt
+from gluon_yolo3.inference.weights import find_weights
 from gluon_yolo3.engine.trainer import NonFiniteLoss, Trainer
 from gluon_yolo3.losses.terms import LossTerm, per_image_sum
 from gluon_yolo3.registry import LOSSES
@@ -73,7 +74,7 @@ def test_resume_after_a_crash_equals_training_straight_through(tmp_path, monkeyp
     a, b = structural_params(straight.net), structural_params(resumed.net)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    assert resumed.trainer.learning_rate == pytest.approx(straight.trainer.learning_rate)
+    assert resumed.gluon_trainer.learning_rate == pytest.approx(straight.gluon_trainer.learning_rate)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -98,4 +99,4 @@ def test_checkpoints_are_pruned_and_last_points_at_complete_files(tmp_path):
     assert sorted(p.name for p in folder.glob("epoch_*.params")) == ["epoch_0002.params", "epoch_0003.params"]
     meta = ckpt.CheckpointManager(tmp_path).last()
     assert meta["epoch"] == 3 and meta["step"] == 6
-    assert ckpt.find_weights(tmp_path).name == "epoch_0003.params"   # no validation: no best.params
+    assert find_weights(tmp_path).name == "epoch_0003.params"   # no validation: no best.params

@@ -15,6 +15,7 @@ from cli_support import invoke, sets
 
 from gluon_yolo3 import api
 from gluon_yolo3.engine import checkpoint as ckpt
+from gluon_yolo3.inference.weights import CheckpointError, is_pickle
 from gluon_yolo3.engine.trainer import NonFiniteGradient, NonFiniteLoss, Trainer
 from gluon_yolo3.losses.terms import LossTerm, field, per_image_sum
 from gluon_yolo3.registry import LOSSES
@@ -198,7 +199,7 @@ def test_resume_with_another_architecture_is_refused_before_writing(tmp_path):
     Trainer(api.load(RECIPE, TINY + ["train.epochs=1"]), tmp_path, progress=False, log=quiet).fit()
     before = (tmp_path / "recipe.yaml").read_text()
     wider = api.load(RECIPE, TINY + ["train.epochs=2", "model.backbone.width=1.0", "model.neck.width=1.0"])
-    with pytest.raises(ckpt.CheckpointError, match="model.backbone.width changed from 0.5 to 1.0"):
+    with pytest.raises(CheckpointError, match="model.backbone.width changed from 0.5 to 1.0"):
         Trainer(wider, tmp_path, progress=False, log=quiet).fit(resume=True)
     assert (tmp_path / "recipe.yaml").read_text() == before
 
@@ -219,7 +220,7 @@ def test_a_pickled_states_file_is_refused_and_never_run(tmp_path):
     meta = ckpt.CheckpointManager(tmp_path).last()
     Path(meta["states"]).write_bytes(pickle.dumps(WritesAFile(marker), protocol=2))
     assert mx.nd.load(str(meta["params"]))                # the weights are still plain NDArrays
-    with pytest.raises(ckpt.CheckpointError, match="pickle"):
+    with pytest.raises(CheckpointError, match="pickle"):
         Trainer(api.load(RECIPE, TINY + ["train.epochs=2"]), tmp_path, progress=False, log=quiet).fit(resume=True)
     assert not marker.exists()
 
@@ -227,7 +228,7 @@ def test_a_pickled_states_file_is_refused_and_never_run(tmp_path):
 def test_checkpoint_states_are_ndarrays_and_json(tmp_path):
     Trainer(api.load(RECIPE, TINY + ["train.epochs=1"]), tmp_path, progress=False, log=quiet).fit()
     folder = tmp_path / "checkpoints"
-    assert not ckpt.is_pickle(folder / "epoch_0001.states")
+    assert not is_pickle(folder / "epoch_0001.states")
     states = mx.nd.load(str(folder / "epoch_0001.states"))
     meta = json.loads((folder / "epoch_0001.json").read_text())
     assert len(states) > 30 and meta["optimizer"]["type"] == "sgd" and meta["classes"] == [

@@ -12,7 +12,7 @@ from cli_support import invoke, sets
 from deploy_support import DEMO_SETS, trained_demo
 
 from gluon_yolo3 import api
-from gluon_yolo3.engine.checkpoint import find_weights
+from gluon_yolo3.inference.weights import find_weights
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""CLI verbs beyond the core four, one module per area; each adds commands to `gluon_yolo3.cli.app`.
+"""The CLI's verbs, one module per area; `gluon_yolo3/cli.py` assembles them into the `gluon-yolo3` app.
 
-    from gluon_yolo3.cli import app, SET_HELP, fail, KNOWN_ERRORS
-
-    @app.command("import-darknet")
-    def import_darknet(...): ...
-
-Every module here is imported when the CLI starts; keep heavy imports inside the command functions.
+    train.py      train                         evaluate.py   eval
+    predict.py    predict                       components.py components
+    data.py       data check, anchors           deploy.py     export, quantize, pack
+    interop.py    import-darknet, export-darknet, import-gluoncv
+    benchmark.py  benchmark                     launch.py     launch
+    node.py       the entry of every process of a distributed job (not a verb)
+    common.py     shared options, the error handler (`cli_errors`: known errors -> message, exit code 2)
 """

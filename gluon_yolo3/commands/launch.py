@@ -1,4 +1,4 @@
-"""`gluon-yolo3 launch`: a distributed training job on MXNet's parameter server (engine/launch.py)."""
+"""`gluon-yolo3 launch`: a distributed training job on MXNet's parameter server (distributed/launcher.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,14 @@ from typing import List, Optional
 
 import typer
 
-from gluon_yolo3.cli import KNOWN_ERRORS, app, fail
+from ..distributed.launcher import launch, parse_env
+from .common import cli_errors
+
+# `launch --workers 2 -- train RECIPE --set ...`: everything after -- is the workers' command
+CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
-@app.command("launch", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli_errors
 def launch_(
         command: List[str] = typer.Argument(..., help="What every worker runs, after --: `train RECIPE "
                                                       "--set ...` (any train options; gets --kvstore unless "
@@ -45,13 +49,9 @@ def launch_(
 
     When a process fails or dies, the others stop with an error naming it; the launcher exits non-zero.
     """
-    from gluon_yolo3.distributed.launcher import launch, parse_env
-    try:
-        code = launch(command, workers=workers, servers=servers, hosts=hosts, kvstore=kvstore, python=python,
-                      root_uri=root_uri, port=port, env=parse_env(env or []),
-                      heartbeat_timeout=heartbeat_timeout, grace=grace, timeout=timeout, log=typer.echo)
-    except KNOWN_ERRORS as err:
-        fail(err)
+    code = launch(command, workers=workers, servers=servers, hosts=hosts, kvstore=kvstore, python=python,
+                  root_uri=root_uri, port=port, env=parse_env(env or []),
+                  heartbeat_timeout=heartbeat_timeout, grace=grace, timeout=timeout, log=typer.echo)
     if code:
         typer.secho(f"error: the distributed job failed (exit code {code})", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=code)

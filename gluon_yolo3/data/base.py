@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
+
+from .cache import cached_parse
+from .images import image_file_problem, read_image, truncated_problem
 
 LABEL_COLUMNS = 6
 
@@ -149,8 +151,6 @@ class FileDetectionDataset(DetectionDataset):
         """Which of the image files `paths` are whole (`images.image_file_problem`), through the annotation
         cache (kind "images", keyed on the files' stat); each truncated one is reported in `problems` under
         its name in `names`."""
-        from .cache import cached_parse
-        from .images import image_file_problem, truncated_problem
         paths = [Path(p) for p in paths]
 
         def check() -> List[Optional[str]]:
@@ -167,10 +167,10 @@ class FileDetectionDataset(DetectionDataset):
     def read_image(self, i: int) -> np.ndarray:
         """Image `i` as `(H, W, 3)` uint8 RGB; DatasetError naming the file when it cannot be read."""
         path = self.image_path(i)
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(f"cannot read image {path}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:
+            return read_image(path)
+        except FileNotFoundError:
+            raise DatasetError(f"cannot read image {path}") from None
 
     def __getitem__(self, i: int):
         i = self._index(i)

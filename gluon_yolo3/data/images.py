@@ -1,4 +1,5 @@
-"""Cheap structural checks of image files: is the file complete, or was it cut short?
+"""Reading image files (`read_image`, the one reader of the package) and cheap structural checks of them:
+is the file complete, or was it cut short?
 
 A JPEG cut short still decodes with OpenCV (its lower part grey; libjpeg prints "Premature end of JPEG
 file" with no file name), so it would be trained on. `image_file_problem(path)` catches it without
@@ -18,6 +19,9 @@ from __future__ import annotations
 import os
 import struct
 from typing import BinaryIO, Optional
+
+import cv2
+import numpy as np
 
 TAIL_BYTES = 64 * 1024
 JPEG_SOI, JPEG_EOI, JPEG_SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
@@ -103,3 +107,12 @@ def truncated_problem(name: str, what: str) -> str:
 
 
 __all__ = ("image_file_problem", "truncated_problem", "TAIL_BYTES")
+
+
+def read_image(path) -> np.ndarray:
+    """`(H, W, 3) uint8 RGB` of an image file (EXIF orientation applied, as OpenCV does); FileNotFoundError
+    naming the file when it is missing or not an image."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image '{path}' (missing or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -14,32 +14,8 @@ import numpy as np
 from mxnet import gluon
 
 from ..registry import ASSIGNERS, TRANSFORMS
+from .feed import ImageNormalizer, InputSpec, build_resize
 from .transforms import Compose, SampleContext
-
-
-def build_resize(mode: str, size: int):
-    """The transform that brings every image to `size x size` (`letterbox` or `resize`)."""
-    if mode not in ("letterbox", "resize"):
-        raise ValueError(f"data.resize must be 'letterbox' or 'resize', got {mode!r}")
-    return TRANSFORMS.build({"type": mode, "size": size})
-
-
-class ImageNormalizer:
-    """`(H, W, 3) uint8 RGB` -> `(3, H, W) float32`, (x / 255 - mean) / std."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-        self._scale = (1.0 / (255.0 * self.std.ravel())).astype(np.float32)
-        self._shift = (-self.mean.ravel() / self.std.ravel()).astype(np.float32)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        out = np.empty((3,) + image.shape[:2], np.float32)
-        for c in range(3):            # plane by plane, in place: a few times faster than whole-array numpy
-            out[c] = image[:, :, c]
-            out[c] *= self._scale[c]
-            out[c] += self._shift[c]
-        return out
 
 
 def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:
@@ -99,16 +75,18 @@ class TrainSamples(gluon.data.Dataset):
 
 
 class EvalSamples(gluon.data.Dataset):
-    """`samples[i] -> (x (3, S, S), label (max_boxes, 6) original pixels padded -1, geometry (4,))`.
+    """`samples[i] -> (x (3, S, S), label (max_boxes, 6) original pixels padded -1, geometry (4,))`, fed as
+    `spec` (an InputSpec) says.
 
     geometry = (scale_x, scale_y, offset_x, offset_y) of the resize, so that original boxes are
     `(input_box - offset) / scale`.
     """
 
-    def __init__(self, dataset, resize: str, size: int, mean, std, max_boxes: int):
+    def __init__(self, dataset, spec: InputSpec, max_boxes: int):
         self.dataset = dataset
-        self.resize = build_resize(resize, size)
-        self.normalize = ImageNormalizer(mean, std)
+        self.spec = spec
+        self.resize = spec.resizer()
+        self.normalize = spec.normalizer()
         self.max_boxes = int(max_boxes)
 
     def __len__(self):
@@ -116,27 +94,8 @@ class EvalSamples(gluon.data.Dataset):
 
     def __getitem__(self, index):
         image, label = self.dataset[index]
-        resized, geometry = resize_with_geometry(self.resize, image)
-        return self.normalize(resized), pad_boxes(label, self.max_boxes), geometry
-
-
-def resize_with_geometry(resize, image: np.ndarray):
-    """Apply a deterministic resize transform and measure its mapping on the full-image box."""
-    h, w = image.shape[:2]
-    probe = np.array([[0, 0, w, h, 0, 0]], dtype=np.float32)
-    resized, moved = resize(image, probe, np.random.default_rng(0))
-    x1, y1, x2, y2 = moved[0, :4]
-    geometry = np.array([(x2 - x1) / w, (y2 - y1) / h, x1, y1], dtype=np.float32)
-    return resized, geometry
-
-
-def to_original(boxes: np.ndarray, geometry: np.ndarray) -> np.ndarray:
-    """Input-pixel boxes `(K, 4)` -> original-image pixels, given `geometry (4,)`."""
-    sx, sy, ox, oy = geometry
-    out = np.asarray(boxes, dtype=np.float32).copy()
-    out[:, [0, 2]] = (out[:, [0, 2]] - ox) / sx
-    out[:, [1, 3]] = (out[:, [1, 3]] - oy) / sy
-    return out
+        x, geometry = self.spec.prepare(image, self.resize, self.normalize)
+        return x, pad_boxes(label, self.max_boxes), geometry
 
 
 class EpochSampler(gluon.data.Sampler):

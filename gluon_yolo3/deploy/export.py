@@ -6,7 +6,7 @@
 MXNet: the hybridized inference graph, `x (B, 3, H, W)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
 `(B, K, 4)` (x1y1x2y2 input pixels, empty slots -1), for any H, W that are multiples of 32: anchors are
 constants saved with the parameters and the grid offsets are computed from the feature map's shape
-(`arange_like`). Load it with `gluon.SymbolBlock.imports` or `deploy.runtime.load_deployed`.
+(`arange_like`). Load it with `gluon.SymbolBlock.imports` or `inference.deployed.load_deployed`.
 
 ONNX: `x (B, 3, H, W)` (by default any B and any H, W multiples of 32; `dynamic=False` fixes them to
 `(batch_size, 3, S, S)`) -> `boxes (B, T, 4)` x1y1x2y2 input pixels, `objectness (B, T)` and
@@ -27,12 +27,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from ..data.feed import InputSpec
+from ..inference.deployed import DEPLOY_FILE
+from ..inference.detector import class_names, load_detector
 from ..postprocess.decode import decode
-
-DEPLOY_FILE = "deploy.json"
 ONNX_OUTPUTS = ("boxes", "objectness", "class_scores")
 
 
@@ -63,12 +65,10 @@ class RawOutputs(gluon.HybridBlock):
 
 
 def deploy_info(recipe: Mapping[str, Any], classes, fmt: str, **extra) -> Dict[str, Any]:
-    """What a runtime needs besides the graph: preprocessing, class names, NMS settings."""
-    data, model = recipe["data"], recipe["model"]
-    return {"format": fmt, "name": recipe.get("name"), "input_size": int(model["input_size"]),
-            "resize": data["resize"], "mean": [float(v) for v in data["mean"]],
-            "std": [float(v) for v in data["std"]], "classes": list(classes), "nms": dict(model["nms"]),
-            "anchors": model["anchors"], **extra}
+    """What a runtime needs besides the graph: the InputSpec (preprocessing, class names, NMS settings), the
+    anchors, the format and `extra`."""
+    return {"format": fmt, "name": recipe.get("name"), **InputSpec.from_recipe(recipe, classes).info(),
+            "anchors": recipe["model"]["anchors"], **extra}
 
 
 @contextlib.contextmanager
@@ -88,16 +88,15 @@ def staged(out: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _load(recipe, weights):
-    from ..api import class_names, load_detector
-    classes = class_names(recipe)
+def load_plain(recipe: Mapping[str, Any], weights):
+    """(the recipe's detector with `weights`, not hybridized, on the CPU; the run's class list)."""
+    classes = class_names(recipe, weights)
     return load_detector(recipe, weights, classes=classes, hybridize=False), classes
 
 
 def export_mxnet(recipe: Mapping[str, Any], weights, out, prefix: str = "model") -> Dict[str, Any]:
     """Write `out/<prefix>-symbol.json`, `out/<prefix>-0000.params` and `out/deploy.json`."""
-    import mxnet as mx
-    net, classes = _load(recipe, weights)
+    net, classes = load_plain(recipe, weights)
     net.hybridize(static_alloc=True)
     size = int(recipe["model"]["input_size"])
     net(mx.nd.zeros((1, 3, size, size)))
@@ -120,7 +119,7 @@ def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.
     height and width are left free (any multiple of 32)."""
     import mxnet as mx
     import onnx
-    net, classes = _load(recipe, weights)
+    net, classes = load_plain(recipe, weights)
     core = DecodedOutputs(net)
     core.hybridize()
     size = int(recipe["model"]["input_size"])
@@ -169,15 +168,3 @@ def store_info(model, info: Mapping[str, Any]):
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = "gluon_yolo3", json.dumps(info)
-
-
-def read_deploy_info(folder) -> Dict[str, Any]:
-    """`deploy.json` of an export folder; a clear error when the folder is not one."""
-    path = Path(folder) / DEPLOY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"'{folder}' is not an export folder: no {DEPLOY_FILE} in it "
-                                f"(write one with gluon-yolo3 export)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None

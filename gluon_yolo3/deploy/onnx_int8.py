@@ -25,7 +25,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Set
 
 import numpy as np
 
-from .export import DEPLOY_FILE, export_onnx, staged, store_info
+from ..inference.deployed import DEPLOY_FILE
+from .export import export_onnx, staged, store_info
+from .quantize import calibration_images
 
 QUANTIZED_OPS = ["Conv", "LeakyRelu", "Add", "Concat", "Resize", "MaxPool"]
 CALIB_METHODS = {"naive": "MinMax", "entropy": "Entropy"}
@@ -76,11 +78,10 @@ def quantize_onnx(recipe: Mapping[str, Any], weights, out, calib: int = 32, cali
                   batch_size: int = 1, quantize_head: bool = False) -> Dict[str, Any]:
     """Quantize the recipe's detector with `weights` for ONNX Runtime; write `out/model.onnx` (input fixed to
     `(batch_size, 3, S, S)`) and `out/deploy.json` (format onnx, precision int8). Returns a summary."""
+    # onnx and onnxruntime: the optional onnx extra, slow to import; only when this runs
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .quantize import calibration_images
     if calib_mode not in CALIB_METHODS:
         raise ValueError(f"calib_mode must be one of {', '.join(CALIB_METHODS)}, got {calib_mode!r}")
     if batch_size < 1:

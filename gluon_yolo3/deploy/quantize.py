@@ -2,7 +2,7 @@
 
     quantize_detector(recipe, "runs/demo", "deploy/int8", calib=64)   # trunk-symbol.json, trunk-0000.params,
                                                                       # deploy.json
-    det = load_quantized("deploy/int8")      # det(x) -> ids, scores, boxes, like the fp32 YOLOv3
+    det = inference.deployed.load_quantized("deploy/int8")   # det(x) -> ids, scores, boxes, as YOLOv3
 
 What is quantized: the backbone, the neck and the head's hidden layers, i.e. every convolution (fused with
 its BatchNorm and LeakyReLU by oneDNN) up to the head. What stays fp32: the head's linear output
@@ -24,68 +24,28 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+import mxnet as mx
 import numpy as np
-from mxnet import gluon
+from mxnet.contrib.quantization import quantize_net_v2
 
-from ..postprocess.decode import YOLODecoder, decode, detection_scores
-from .export import DEPLOY_FILE, RawOutputs, deploy_info, read_deploy_info, staged
+from ..data.build import build_datasets
+from ..data.feed import InputSpec
+from ..data.pipeline import EvalSamples
+from ..inference.deployed import DEPLOY_FILE
+from ..inference.detector import class_names
+from .export import RawOutputs, deploy_info, load_plain, staged
 
 CALIB_MODES = ("naive", "entropy")
-
-
-class DecodeNMS(gluon.HybridBlock):
-    """Raw outputs per scale `(B, H, W, A, 5 + C)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
-    `(B, K, 4)`: YOLOv3's decoding and the recipe's NMS, in fp32."""
-
-    def __init__(self, anchors, strides, nms: Mapping[str, Any], **kwargs):
-        super().__init__(**kwargs)
-        from ..registry import NMS
-        with self.name_scope():
-            self.decoder = YOLODecoder(anchors, strides)
-            self.nms = NMS.build(dict(nms))
-
-    def hybrid_forward(self, F, *raw):
-        boxes, objectness, class_probs = decode(F, self.decoder, raw)
-        return self.nms(boxes, detection_scores(F, objectness, class_probs))
-
-
-class QuantizedDetector:
-    """An int8 trunk (a SymbolBlock) followed by fp32 decoding and NMS; called like YOLOv3 in inference."""
-
-    def __init__(self, trunk, info: Mapping[str, Any], ctx=None):
-        import mxnet as mx
-        self.ctx = ctx or mx.cpu()
-        self.trunk = trunk
-        self.info = dict(info)
-        self.post = DecodeNMS(info["anchors"], info["strides"], info["nms"], prefix="post_")
-        self.post.initialize(ctx=self.ctx)
-        self.post.hybridize(static_alloc=True, static_shape=True)
-
-    def raw(self, x):
-        """The trunk's raw outputs per scale, finest first, `(B, H, W, A, 5 + C)`."""
-        out = self.trunk(x)
-        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
-
-    def __call__(self, x):
-        import mxnet as mx
-        data = x if hasattr(x, "asnumpy") else mx.nd.array(x, ctx=self.ctx)
-        ids, scores, boxes = self.post(*self.raw(data.as_in_context(self.ctx)))
-        if hasattr(x, "asnumpy"):
-            return ids, scores, boxes
-        return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
 
 
 def calibration_images(recipe: Mapping[str, Any], count: int, split: str = "train") -> np.ndarray:
     """`(count, 3, S, S)` float32: the first `count` images of the recipe's `split` dataset, resized and
     normalised as for evaluation."""
-    from ..data.pipeline import EvalSamples
-    from ..engine.trainer import build_datasets
     if count < 1:
         raise ValueError(f"calibration needs at least 1 image, got {count}")
-    dataset = build_datasets(recipe, splits=(split,))[split]
-    data = recipe["data"]
-    samples = EvalSamples(dataset, data["resize"], recipe["model"]["input_size"], data["mean"], data["std"],
-                          data["max_boxes"])
+    classes = class_names(recipe)
+    dataset = build_datasets(recipe, splits=(split,), classes=classes)[split]
+    samples = EvalSamples(dataset, InputSpec.from_recipe(recipe, classes), recipe["data"]["max_boxes"])
     if count > len(samples):
         raise ValueError(f"--calib {count}: the recipe's data.{split} dataset holds only {len(samples)} images")
     return np.stack([samples[i][0] for i in range(count)]).astype(np.float32)
@@ -104,13 +64,9 @@ def quantize_detector(recipe: Mapping[str, Any], weights, out, calib: int = 32, 
 
     `exclude`: more layer-name fragments to keep in fp32; `quantize_head`: quantize the head's output
     convolutions too (faster, less accurate)."""
-    import mxnet as mx
-    from mxnet.contrib.quantization import quantize_net_v2
-    from ..api import class_names, load_detector
     if calib_mode not in CALIB_MODES:
         raise ValueError(f"calib_mode must be one of {', '.join(CALIB_MODES)}, got {calib_mode!r}")
-    classes = class_names(recipe)
-    net = load_detector(recipe, weights, classes=classes, hybridize=False)
+    net, classes = load_plain(recipe, weights)
     images = calibration_images(recipe, calib)
     trunk = RawOutputs(net)
     batch = max(1, min(int(batch_size), len(images)))
@@ -137,21 +93,3 @@ def quantize_detector(recipe: Mapping[str, Any], weights, out, calib: int = 32, 
         publish(files)
     return {"folder": str(out), "files": files, "calib_images": len(images), "calib_mode": calib_mode,
             "fp32_layers": excluded}
-
-
-def load_quantized(folder, ctx=None) -> QuantizedDetector:
-    """A QuantizedDetector from a folder written by `quantize_detector`."""
-    import mxnet as mx
-    folder = Path(folder)
-    info = read_deploy_info(folder)
-    if info.get("format") != "int8":
-        raise ValueError(f"{folder / DEPLOY_FILE}: format {info.get('format')!r}, not an int8 (quantized) model")
-    ctx = ctx or mx.cpu()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Cannot decide type.*")
-        trunk = mx.gluon.SymbolBlock.imports(str(folder / info["symbol"]), [info["input_name"]],
-                                             str(folder / info["params"]), ctx=ctx)
-    # static_shape: the quantized graph keeps its oneDNN primitives between calls (7x faster on the demo at
-    # batch 1 than re-planning every call); a new input shape re-plans once
-    trunk.hybridize(static_alloc=True, static_shape=True)
-    return QuantizedDetector(trunk, info, ctx)

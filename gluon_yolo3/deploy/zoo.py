@@ -7,26 +7,18 @@ or replaced file fails with its name instead of loading wrong weights.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
 import mxnet as mx
 import numpy as np
 
-from ..engine.checkpoint import atomic_write, atomic_write_text, find_weights
+from ..files import atomic_write, atomic_write_text, sha256
+from ..inference.weights import ZOO_PARAMS, ZOO_SUMS, find_weights
 from ..recipe import resolved_yaml
 
-PARAMS, RECIPE, SUMS = "model.params", "recipe.yaml", "SHA256SUMS"
+PARAMS, RECIPE, SUMS = ZOO_PARAMS, "recipe.yaml", ZOO_SUMS
 DTYPES = ("float16", "float32")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pack(recipe: Mapping[str, Any], weights, out, dtype: str = "float16") -> Dict[str, Any]:
@@ -50,22 +42,3 @@ def pack(recipe: Mapping[str, Any], weights, out, dtype: str = "float16") -> Dic
     atomic_write_text(out / SUMS, "".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     return {"folder": str(out), "params": str(out / PARAMS), "source": str(source), "dtype": dtype,
             "bytes": (out / PARAMS).stat().st_size, "sha256": sums}
-
-
-def verify(folder) -> Dict[str, str]:
-    """Check every file SHA256SUMS names in `folder`; ValueError naming the first that differs."""
-    folder = Path(folder)
-    checked = {}
-    for line in (folder / SUMS).read_text().splitlines():
-        if not line.strip():
-            continue
-        digest, name = line.split(maxsplit=1)
-        path = folder / name.lstrip("*")
-        if not path.is_file():
-            raise ValueError(f"{folder / SUMS}: lists '{name}', which is missing")
-        actual = sha256(path)
-        if actual != digest:
-            raise ValueError(f"{path}: sha256 {actual} differs from {digest} in {folder / SUMS} "
-                             "(damaged or replaced file)")
-        checked[name] = digest
-    return checked

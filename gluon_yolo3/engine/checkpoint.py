@@ -11,12 +11,12 @@ without running any code.
 Every file is written to a temporary name in the same folder and renamed over the target; an epoch's JSON is
 written after its arrays and `last.json` last, so both only ever point at complete files. Nothing here reads a
 pickle: optimizer state files written by MXNet's `Trainer.save_states` (pickles, which can run code when
-loaded) are refused with a message. Weights that are not finite are never written.
+loaded) are refused with a message. Weights that are not finite are never written. Reading weights and
+finding the last complete checkpoint: `inference.weights`.
 """
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -24,64 +24,13 @@ import mxnet as mx
 import numpy as np
 
 from ..files import atomic_write, atomic_write_text
+from ..inference.weights import CheckpointError, is_pickle, last_checkpoint, load_arrays
 
 STATES_FORMAT = 2          # named NDArrays + a JSON layout (format 1: MXNet's pickled Trainer states)
-EPOCH_FILE = re.compile(r"^epoch_(\d{4,})\.json$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file that cannot be used; the message names the file and why."""
 
 
 class NonFiniteWeights(RuntimeError):
     """Weights holding NaN or infinity, which are never written; the message names the first bad tensor."""
-
-
-def load_arrays(path) -> Dict[str, mx.nd.NDArray]:
-    """The named arrays of an MXNet parameter file (`.params`, `.states`); CheckpointError when the file is
-    not one (text, truncated, a pickle, an ONNX file, ...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    if is_pickle(path):
-        raise CheckpointError(f"{path} is a Python pickle, not an MXNet parameter file; pickles can run code "
-                              "when loaded, so gluon-yolo3 never loads them")
-    try:
-        arrays = mx.nd.load(str(path))
-    except mx.base.MXNetError:
-        raise CheckpointError(f"{path} is not a valid MXNet parameter file (truncated or another format)") from None
-    if not isinstance(arrays, dict):
-        raise CheckpointError(f"{path} holds unnamed arrays, not named parameters (not a Gluon .params file)")
-    return arrays
-
-
-def load_weights(net, path, contexts, what: str = "weights") -> None:
-    """Load a `.params` file into `net` on `contexts`, cast to the network's dtype (float16 zoo storage loads
-    into float32). CheckpointError naming the file and the first parameter that does not fit, before any is
-    changed."""
-    arrays = load_arrays(path)
-    params = net._collect_params_with_prefix()
-    for name, param in params.items():
-        if name not in arrays:
-            raise CheckpointError(f"{what} {path} do not fit the model: no parameter '{name}' in the file "
-                                  f"({len(arrays)} parameters in it, {len(params)} in the network)")
-        known = param.shape and all(d > 0 for d in param.shape)
-        if known and tuple(arrays[name].shape) != tuple(param.shape):
-            raise CheckpointError(f"{what} {path} do not fit the model: parameter '{name}' has shape "
-                                  f"{tuple(arrays[name].shape)} in the file, {tuple(param.shape)} in the network")
-    extra = sorted(set(arrays) - set(params))
-    if extra:
-        raise CheckpointError(f"{what} {path} do not fit the model: the file has parameter '{extra[0]}', which "
-                              "the network does not")
-    for name, param in params.items():
-        param._load_init(arrays[name], contexts, cast_dtype=True, dtype_source="current")
-
-
-def is_pickle(path) -> bool:
-    """Whether a file starts like a pickle of protocol 2 or later (MXNet's `save_states` writes those)."""
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def named_arrays(source) -> Dict[str, mx.nd.NDArray]:
@@ -209,31 +158,8 @@ class CheckpointManager:
         atomic_write(path, net.save_parameters)
 
     def last(self) -> Optional[Dict[str, Any]]:
-        """The metadata of the last complete checkpoint, with absolute paths, or None.
-
-        `last.json` when it points at complete files, else the newest epoch whose JSON and files are all
-        there (a run stopped between writing an epoch's JSON and last.json)."""
-        candidates = [self.folder / "last.json"] + sorted(
-            (p for p in self.folder.glob("epoch_*.json") if EPOCH_FILE.match(p.name)), reverse=True)
-        for path in candidates:
-            meta = self._read_meta(path)
-            if meta is not None:
-                return meta
-        return None
-
-    def _read_meta(self, path: Path) -> Optional[Dict[str, Any]]:
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(meta, dict) or "params" not in meta or "states" not in meta:
-            return None
-        for key in ("params", "states", "train_params"):
-            if meta.get(key):
-                meta[key] = str(self.folder / Path(meta[key]).name)
-                if not Path(meta[key]).is_file():
-                    return None
-        return meta
+        """The metadata of the last complete checkpoint, with absolute paths, or None (`last_checkpoint`)."""
+        return last_checkpoint(self.folder)
 
     def _prune(self, keep_stem: str):
         stems = sorted({p.stem for p in self.folder.glob("epoch_*.params")})
@@ -250,23 +176,3 @@ def trainer_names(trainer, net) -> Dict[int, str]:
     return {i: structural.get(id(p), p.name) for i, p in enumerate(trainer._params)}
 
 
-def find_weights(path: str | Path) -> Path:
-    """A `.params` file, a zoo folder (-> its model.params, checked against its SHA256SUMS), or a run
-    folder (-> its best, else its last checkpoint)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir() and (path / "model.params").is_file():
-        if (path / "SHA256SUMS").is_file():
-            from ..deploy.zoo import verify
-            verify(path)
-        return path / "model.params"
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        best = folder / "best.params"
-        if best.exists():
-            return best
-        last = CheckpointManager(folder.parent).last() if folder.name == "checkpoints" else None
-        if last:
-            return Path(last["params"])
-    raise FileNotFoundError(f"no weights at '{path}': give a .params file or a run folder with checkpoints")

@@ -1,11 +1,50 @@
-"""Training hooks: the trainer calls them before training, after every step and epoch, and after training."""
+"""Training hooks, in the style of Detectron2's: the trainer runs the loop, hooks do everything around it.
+
+    @HOOKS.register("my_hook")
+    class MyHook(HookBase):
+        priority = 50                      # lower runs first; built-ins: see the table
+        def after_epoch(self):
+            if self.trainer.last_val is not None: ...
+            self.trainer.request_stop("why")  # training ends after this epoch
+
+A recipe adds hooks with `train.hooks: [{type: my_hook, ...}]` (a plugin registers the class); the built-ins
+are made from the `train.*` keys and always present:
+
+| priority | hook                | when          | does                                                      |
+| -------- | ------------------- | ------------- | --------------------------------------------------------- |
+| 10       | metrics_writer      | after_step    | a "train" line in metrics.jsonl every `train.log_every`   |
+| 20       | validation          | after_epoch   | validation every `train.val_every` epochs, best.params    |
+| 50       | (recipe hooks)      |               | default priority of a hook                                |
+| 80       | periodic_checkpoint | after_epoch   | a checkpoint every `train.checkpoint_every` epochs        |
+| 90       | training_plot       | after_epoch   | training.png                                              |
+| 95       | prediction_previews | after_train   | predictions/ with a few validation images drawn           |
+
+What a hook can read from `self.trainer`: `epoch` (epochs done), `epochs`, `step`, `last_terms` (the loss terms
+of the last step, summed over its `last_images` images), `loss_names`, `best` and `last_val` (the last
+validation result), `net`, `ema`, `recipe`, `classes`, `val_set`, `run_dir`, `is_writer`, and the helpers
+`write_metrics(line)`, `log(text)`, `request_stop(why)`. In a distributed job only rank 0 runs hooks whose
+`writer_only` is true (all the built-ins but the metrics writer's accumulation).
+"""
 from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..evaluation.plots import plot_training
+from ..files import cannot_write
+from ..inference.predictor import Predictor
+from ..registry import HOOKS
 
 
 class HookBase:
-    """Base of every hook; `trainer` is set when the hook is registered with a trainer."""
+    """Base of every hook; `trainer` is set when the trainer takes the hook. Lower `priority` runs first."""
 
     trainer = None
+    priority = 50
+    writer_only = False         # run only on the process that writes the run folder (rank 0)
 
     def before_train(self):
         pass
@@ -18,3 +57,119 @@ class HookBase:
 
     def after_train(self):
         pass
+
+
+@HOOKS.register("metrics_writer")
+class MetricsWriter(HookBase):
+    """A "train" line in metrics.jsonl every `every` steps and at each epoch's end: lr, the mean of every loss
+    term per image, images per second, and the gradient norm before clipping (with train.clip_grad_norm)."""
+
+    priority = 10
+
+    def __init__(self, every: int = 10):
+        self.every = max(1, int(every))
+        self.sums: Optional[np.ndarray] = None
+        self.images, self.started = 0, time.time()
+
+    def after_step(self):
+        t = self.trainer
+        if self.sums is None:
+            self.sums = np.zeros(len(t.loss_names))
+        self.sums += t.last_terms
+        self.images += t.last_images
+        if t.step % self.every and t.step % t.steps_per_epoch:
+            return
+        means = self.sums / max(self.images, 1)
+        line: Dict[str, Any] = {"kind": "train", "epoch": t.epoch + 1, "step": t.step, "lr": t.learning_rate,
+                                "loss": float(means.sum()),
+                                **{f"loss/{n}": float(v) for n, v in zip(t.loss_names, means)},
+                                "img_per_s": round(self.images / max(time.time() - self.started, 1e-9), 2)}
+        if t.grad_norm is not None:
+            line["grad_norm"] = float(t.grad_norm.asscalar())      # before clipping, last step
+        t.write_metrics(line)
+        if t.bar is not None:
+            t.bar.set_postfix({n: f"{v:.3f}" for n, v in zip(t.loss_names, means)}, refresh=False)
+        self.sums[:] = 0
+        self.images, self.started = 0, time.time()
+
+
+@HOOKS.register("validation")
+class Validation(HookBase):
+    """Validation every `every` epochs and after the last (with the EMA weights when `train.ema` is on): a
+    "val" line, the per-class table in the log, and `best.params` whenever the metric improves."""
+
+    priority = 20
+    writer_only = True
+
+    def __init__(self, every: int = 1):
+        self.every = int(every)
+
+    def after_epoch(self):
+        t = self.trainer
+        if not self.every or (t.epoch % self.every and t.epoch != t.epochs and not t.stop_requested):
+            return
+        t.last_val = t.validate()
+        if t.last_val["map"] > t.best:
+            t.best = t.last_val["map"]
+            t.checkpoints.save_best(t.ema if t.ema is not None else t.net)
+
+
+@HOOKS.register("periodic_checkpoint")
+class PeriodicCheckpoint(HookBase):
+    """A checkpoint every `every` epochs, after the last epoch, and when training is asked to stop."""
+
+    priority = 80
+    writer_only = True
+
+    def __init__(self, every: int = 1):
+        self.every = max(1, int(every))
+
+    def after_epoch(self):
+        t = self.trainer
+        if t.epoch % self.every == 0 or t.epoch == t.epochs or t.stop_requested:
+            t.save_checkpoint()
+
+
+@HOOKS.register("training_plot")
+class TrainingPlot(HookBase):
+    """training.png (loss terms, learning rate, validation metric), redrawn after every epoch."""
+
+    priority = 90
+    writer_only = True
+
+    def after_epoch(self):
+        t = self.trainer
+        if not t.metrics_path.exists():
+            return
+        try:
+            plot_training(t.metrics_path, t.run_dir / "training.png")
+        except OSError as err:
+            raise cannot_write(t.run_dir / "training.png", err) from None
+
+
+@HOOKS.register("prediction_previews")
+class PredictionPreviews(HookBase):
+    """After training, `count` validation images with their detections (and ground truth) in predictions/."""
+
+    priority = 95
+    writer_only = True
+
+    def __init__(self, count: int = 6):
+        self.count = int(count)
+
+    def after_train(self):
+        t = self.trainer
+        folder = t.run_dir / "predictions"
+        folder.mkdir(exist_ok=True)
+        predictor = Predictor(t.spec, t.net, t.contexts[:1], t.recipe["predict"]["score_thresh"])
+        with (t.ema.swapped_in() if t.ema is not None else nullcontext()):
+            for i in range(min(self.count, len(t.val_set))):
+                image, label = t.val_set[i]
+                zoom = -(-320 // min(image.shape[:2]))   # previews at least 320 px: readable labels
+                predictor.draw(image, folder / f"{t.val_set.image_id(i)}.jpg", gt=label, zoom=zoom)
+
+
+def builtin_hooks(train_cfg) -> list:
+    """The built-in hooks a recipe's `train` section asks for."""
+    return [MetricsWriter(train_cfg["log_every"]), Validation(train_cfg["val_every"]),
+            PeriodicCheckpoint(train_cfg["checkpoint_every"]), TrainingPlot(), PredictionPreviews()]

@@ -23,8 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..boxes import box_iou
+from ..drawing import class_color
 from .coco import SIZES, COCOMetric
-from .plots import class_color
 from .voc import _inclusive, ap_area, match_detections, precision_recall, TP
 
 

@@ -253,7 +253,7 @@ def read_weights(path: str | Path) -> Tuple[WeightsHeader, np.ndarray]:
 def write_weights(path: str | Path, arrays: Sequence[np.ndarray], header: Optional[WeightsHeader] = None):
     """Write `header` (default version 0.2.0, 8-byte seen) and the arrays as little-endian float32,
     atomically (temporary file, then rename)."""
-    from ..engine.checkpoint import atomic_write
+    from ..files import atomic_write
     header = header or WeightsHeader()
 
     def write(tmp):
@@ -661,7 +661,8 @@ def load_darknet(cfg: str | Path, weights: str | Path, names: Optional[Sequence[
     `recipe` holds only what differs from the defaults; `info` has `arch`, `header` and `floats`."""
     import copy
     from ..models.detector import build_detector
-    from ..recipe import DEFAULTS, merge
+    from ..recipe import merge
+    from ..schema import DEFAULTS
     sections = parse_cfg(cfg)
     partial = recipe_from_cfg(sections, cfg, names)
     recipe = merge(copy.deepcopy(DEFAULTS), partial)
@@ -680,7 +681,7 @@ def import_darknet(cfg: str | Path, weights: str | Path, out: str | Path,
 
     `out` then works wherever a run folder does (`--weights out`)."""
     import yaml
-    from ..engine.checkpoint import atomic_write, atomic_write_text
+    from ..files import atomic_write, atomic_write_text
     recipe, net, info = load_darknet(cfg, weights, names)
     out = Path(out)
     params = out / "checkpoints" / "best.params"
@@ -705,8 +706,8 @@ def export_darknet(recipe: Mapping[str, Any], weights: str | Path, out: str | Pa
     Darknet and OpenCV then compute the same raw outputs, given the image as RGB / 255 letterboxed to the
     recipe's input size: a recipe's mean/std normalisation becomes a first layer (a linear 1x1
     convolution, diagonal), and BatchNorm variances absorb the epsilon difference."""
-    from ..api import class_names, load_detector
-    from ..engine.checkpoint import atomic_write_text
+    from ..inference.detector import class_names, load_detector
+    from ..files import atomic_write_text
     from ..models.layers import resolve_norm
     classes = class_names(recipe)
     net = load_detector(recipe, weights, classes=classes, hybridize=False)

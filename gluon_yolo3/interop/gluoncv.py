@@ -264,7 +264,8 @@ def convert(params_path: str | Path, arch: str, classes: Optional[Sequence[str]]
     import mxnet as mx
 
     from ..models.detector import build_detector
-    from ..recipe import DEFAULTS, merge
+    from ..recipe import merge
+    from ..schema import DEFAULTS
     backbone, dataset = parse_arch(arch)
     path = Path(params_path)
     params = read_params(path)
@@ -307,7 +308,7 @@ def import_gluoncv(params_path: str | Path, arch: str, out_dir: str | Path,
     """
     import yaml
 
-    from ..engine.checkpoint import atomic_write, atomic_write_text
+    from ..files import atomic_write, atomic_write_text
     from ..recipe import load_recipe
     out = Path(out_dir)
     recipe_path, weights_path = out / "recipe.yaml", out / "checkpoints" / "best.params"

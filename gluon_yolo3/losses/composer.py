@@ -7,7 +7,7 @@ from mxnet import gluon
 
 from ..boxes import pairwise_iou
 from ..postprocess.decode import YOLODecoder, flatten_raw
-from ..recipe import RecipeError
+from ..schema import RecipeError
 from ..registry import LOSSES
 
 TERM_KEYS = ("weight", "name")      # a term's keys read here; the others are its constructor's

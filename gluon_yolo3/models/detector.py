@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from mxnet import autograd, gluon
 
 from ..postprocess.decode import YOLODecoder, decode, detection_scores
-from ..recipe import RecipeError
+from ..schema import RecipeError
 from ..registry import BACKBONES, HEADS, NECKS, NMS
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import mxnet as mx
+from mxnet import autograd
 import numpy as np
+
+from ..engine.trainer import Trainer
+from ..inference.deployed import OnnxDetector, deployed_label, load_deployed
+from ..inference.detector import class_names, load_detector
+from ..models.detector import build_detector
 
 
 def conv_gflop(net, size: int, training: bool = False) -> float:
@@ -58,7 +64,7 @@ def conv_ceiling(batch: int, side: int, backward: bool = False, runs: int = 10) 
     (its stage-4 shape: 26 at 416 px, 20 at 320), batch `batch`, hybridized as the detectors are: roughly what
     fp32 convolutions reach on this machine at best. `backward`: forward, input gradient and weight gradient
     together (3x the forward's FLOPs), as in a training step."""
-    from mxnet import autograd
+
     conv = mx.gluon.nn.Conv2D(512, 3, padding=1, in_channels=256, use_bias=False)
     conv.initialize()
     conv.hybridize(static_alloc=True, static_shape=True)
@@ -98,12 +104,11 @@ def batch_latency(detector, size: int, batch_sizes: Sequence[int], runs: int, ct
 
 def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, ctx=None,
                      size: Optional[int] = None, gflop_per_image: Optional[float] = None) -> Dict[str, Any]:
-    """Latency of an exported or quantized model (`deploy.runtime.load_deployed`: an int8 folder, an MXNet export
+    """Latency of an exported or quantized model (`inference.deployed.load_deployed`: an int8 folder, an MXNet export
     folder, an .onnx file), NMS included, outputs copied to numpy, at its input size (ValueError if `size` is
     given and differs). onnxruntime gets numpy input; a model exported at a fixed batch runs larger batches
     chunk by chunk.
     -> {"model" (deployed_label), "size", "batches": {B: {"ms", "img_s"[, "gflops"]}}}."""
-    from ..deploy.runtime import OnnxDetector, deployed_label, load_deployed
     detector = load_deployed(path, ctx)
     if size is not None and int(detector.info["input_size"]) != int(size):
         raise ValueError(f"'{path}' was exported at {detector.info['input_size']} px, not {size}: time it with "
@@ -118,13 +123,11 @@ def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, 
 def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
                       runs: int = 10, fuse: Optional[bool] = None, contexts=None) -> Dict[str, Any]:
     """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size,
-    fused or not as `api.load_detector(fuse=...)` decides.
+    fused or not as `load_detector(fuse=...)` decides.
 
     Without `weights` the network has random weights (latency does not depend on their values).
     -> {"gflop_per_image", "size", "fused", "batches": {B: {"ms", "img_s", "gflops"}}}."""
-    from .. import api
-    from ..models.detector import build_detector
-    classes = api.class_names(recipe)
+    classes = class_names(recipe, weights)
     size = int(recipe["model"]["input_size"])
     contexts = contexts or [mx.cpu()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +137,7 @@ def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequ
             net(mx.nd.zeros((1, 3, size, size), ctx=contexts[0]))
             weights = Path(tmp) / "random.params"
             net.save_parameters(str(weights))
-        detector = api.load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
+        detector = load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
     gflop = conv_gflop(build_detector(recipe, len(classes)), size)
     return {"gflop_per_image": gflop, "size": size, "fused": detector.fused,
             "batches": batch_latency(detector, size, batch_sizes, runs, contexts[0], gflop)}
@@ -145,9 +148,6 @@ def training_throughput(recipe: Mapping[str, Any], steps: int = 10, warmup: int 
     """Images per second of the recipe's training iterations: its own loader (workers, augmentation,
     targets), forward, loss, backward and update, as `train` runs them, over `steps` iterations after
     `warmup`. -> {"img_s", "s_per_step", "data_wait_s" (per step, time blocked on the loader), ...}."""
-    import mxnet as mx
-
-    from ..engine.trainer import Trainer
     warmup = max(2, int(warmup))            # the first two steps build the forward and backward graphs
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(recipe, Path(folder or tmp) / "benchmark", devices=devices, progress=False,

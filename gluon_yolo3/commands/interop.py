@@ -1,4 +1,5 @@
-"""`gluon-yolo3 import-gluoncv`: GluonCV YOLOv3 weights -> our recipe + checkpoint."""
+"""Verbs that bring other frameworks' models in and take ours out: import-darknet, export-darknet,
+import-gluoncv."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,35 @@ from typing import Optional
 
 import typer
 
-from gluon_yolo3.cli import KNOWN_ERRORS, app, fail
+from ..interop.darknet import export_darknet as darknet_export
+from ..interop.darknet import import_darknet as darknet_import
+from ..interop.darknet import read_names
+from ..interop.gluoncv import import_gluoncv as gluoncv_import
+from .common import RecipeArg, SetOption, WeightsOption, cli_errors, echo_json, load_recipe
 
 
-@app.command("import-gluoncv")
+@cli_errors
+def import_darknet(cfg: Path = typer.Argument(..., help="Darknet .cfg file (yolov3, yolov3-tiny or yolov3-spp)."),
+                   weights: Path = typer.Argument(..., help="Darknet .weights file (either header version)."),
+                   out: Path = typer.Option(..., help="Folder for recipe.yaml and checkpoints/best.params "
+                                                      "(usable as --weights afterwards)."),
+                   names: Optional[Path] = typer.Option(None, help="Class names, one per line (Darknet's .names); "
+                                                                   "default: COCO's for 80 classes, else class0..")):
+    """Import Darknet weights: writes a recipe and a checkpoint of the same network."""
+    summary = darknet_import(cfg, weights, out, read_names(names) if names else None)
+    echo_json(summary)
+    typer.echo(f"next: gluon-yolo3 predict {summary['recipe']} --weights {out} IMAGE...")
+
+
+@cli_errors
+def export_darknet(recipe: RecipeArg, weights: WeightsOption,
+                   out: Path = typer.Option(..., help="Folder for <name>.cfg, <name>.weights and <name>.names."),
+                   set_: SetOption = None):
+    """Export to Darknet (.cfg + .weights + .names), for Darknet or cv2.dnn.readNetFromDarknet."""
+    echo_json(darknet_export(load_recipe(recipe, set_), weights, out))
+
+
+@cli_errors
 def import_gluoncv(
         params: Path = typer.Argument(..., help="GluonCV YOLOv3 weights (.params written by save_parameters: "
                                                 "a model-zoo file on disk or your own)."),
@@ -24,17 +50,12 @@ def import_gluoncv(
                                                                 "data.train / data.val."),
         overwrite: bool = typer.Option(False, help="Replace recipe.yaml and checkpoints/best.params in --out.")):
     """Convert GluonCV YOLOv3 weights into our checkpoint plus a recipe that reproduces GluonCV's model."""
-    from gluon_yolo3.interop.gluoncv import import_gluoncv as run
-    try:
-        names = _class_names(classes)
-        paths = run(params, arch, out, classes=names, data_root=data_root, overwrite=overwrite)
-    except KNOWN_ERRORS as err:
-        fail(err)
+    paths = gluoncv_import(params, arch, out, classes=class_list(classes), data_root=data_root, overwrite=overwrite)
     typer.echo(f"wrote {paths['recipe']} and {paths['weights']}")
     typer.echo(f"try: gluon-yolo3 predict {paths['recipe']} --weights {out} IMAGE.jpg")
 
 
-def _class_names(value: Optional[str]):
+def class_list(value: Optional[str]):
     """None, the lines of a text file, or comma-separated names."""
     if value is None:
         return None

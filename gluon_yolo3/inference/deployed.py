@@ -1,13 +1,15 @@
-"""Run exported models: an MXNet export folder, an ONNX file (onnxruntime + numpy NMS), or an int8 folder.
+"""Exported and quantized models, loaded and run: an MXNet export folder, an ONNX file (onnxruntime + numpy
+NMS), an int8 folder (MXNet oneDNN).
 
     det = load_deployed("deploy/onnx/model.onnx")   # or an export folder, or a quantized folder
-    ids, scores, boxes = det(x)                      # x (B, 3, H, W) float32, normalised as deploy.json says
+    ids, scores, boxes = det(x)                      # x (B, 3, H, W) float32, normalised as det.spec says
     predictor = deployed_predictor("deploy/onnx/model.onnx")
-    predictor(["image.jpg"])   # as api.Predictor: [{"boxes", "scores", "ids", "names"}], original pixels
+    predictor(["image.jpg"])   # as inference.Predictor: [{"boxes", "scores", "ids", "names"}], original pixels
 
 Every detector here is called like the YOLOv3 block in inference: `x` an NDArray (or numpy array) ->
 ids `(B, K, 1)`, scores `(B, K, 1)`, boxes `(B, K, 4)` x1y1x2y2 input pixels, empty slots -1; outputs are
-NDArrays for an NDArray input (so that `evaluation.runner` can score them), numpy otherwise.
+NDArrays for an NDArray input (so that `evaluation.runner` can score them), numpy otherwise. Each carries
+`info` (its deploy.json) and `spec` (the InputSpec it must be fed with). Writing them: `deploy/`.
 """
 from __future__ import annotations
 
@@ -15,12 +17,29 @@ import json
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
-
+import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
-from .export import DEPLOY_FILE, read_deploy_info
-from ..postprocess.decode import detection_scores_np
+from ..data.feed import InputSpec
+from ..postprocess.decode import YOLODecoder, decode, detection_scores, detection_scores_np
 from ..postprocess.numpy_nms import build_numpy_nms
+from ..registry import NMS
+from .predictor import Predictor
+
+DEPLOY_FILE = "deploy.json"
+
+
+def read_deploy_info(folder) -> Dict[str, Any]:
+    """`deploy.json` of an export folder; a clear error when the folder is not one."""
+    path = Path(folder) / DEPLOY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"'{folder}' is not an export folder: no {DEPLOY_FILE} in it "
+                                f"(write one with gluon-yolo3 export)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
 def _as_numpy(x):
@@ -29,7 +48,6 @@ def _as_numpy(x):
 
 def _like_input(x, arrays):
     if hasattr(x, "asnumpy"):
-        import mxnet as mx
         return tuple(mx.nd.array(a, ctx=x.context) for a in arrays)
     return tuple(arrays)
 
@@ -38,9 +56,9 @@ class ExportedMXNet:
     """An MXNet export folder (`gluon-yolo3 export --format mxnet`) loaded with `SymbolBlock.imports`."""
 
     def __init__(self, folder, ctx=None):
-        import mxnet as mx
         folder = Path(folder)
         self.info = read_deploy_info(folder)
+        self.spec = InputSpec.from_info(self.info)
         if self.info.get("format") != "mxnet":
             raise ValueError(f"{folder / DEPLOY_FILE}: format {self.info.get('format')!r}, not an MXNet export")
         self.ctx = ctx or mx.cpu()
@@ -51,7 +69,6 @@ class ExportedMXNet:
         self.net.hybridize(static_alloc=True, static_shape=True)
 
     def __call__(self, x):
-        import mxnet as mx
         data = x if hasattr(x, "asnumpy") else mx.nd.array(x, ctx=self.ctx)
         ids, scores, boxes = self.net(data.as_in_context(self.ctx))
         if hasattr(x, "asnumpy"):
@@ -66,11 +83,12 @@ class OnnxDetector:
                  spinning: bool = True):
         """`threads`: onnxruntime's intra-op threads (default: one per core); `spinning=False` keeps idle
         threads from busy-waiting (fairer when other runtimes share the process, slower alone)."""
-        import onnxruntime as ort
+        import onnxruntime as ort      # optional (the onnx extra), and slow to import: only when used
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX file at '{path}'")
         self.info = onnx_info(path)
+        self.spec = InputSpec.from_info(self.info)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -110,7 +128,7 @@ class OnnxDetector:
 
 def onnx_info(path) -> Dict[str, Any]:
     """The deploy info an ONNX export carries in its metadata (else `deploy.json` beside it)."""
-    import onnx
+    import onnx                        # optional (the onnx extra), and slow to import: only when used
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:   # protobuf decode errors
@@ -137,29 +155,74 @@ def load_deployed(path, ctx=None):
     if info.get("format") == "mxnet":
         return ExportedMXNet(path, ctx)
     if info.get("format") == "int8":
-        from .quantize import load_quantized
         return load_quantized(path, ctx)
     if info.get("format") == "onnx":
         return OnnxDetector(path / info["file"])
     raise ValueError(f"{path / DEPLOY_FILE}: unknown format {info.get('format')!r}")
 
 
-def predictor_recipe(info: Mapping[str, Any], score_thresh: float = 0.3) -> Dict[str, Any]:
-    """The parts of a recipe `api.Predictor` reads, from deploy info."""
-    return {"model": {"input_size": info["input_size"], "nms": info["nms"]},
-            "data": {"resize": info["resize"], "mean": info["mean"], "std": info["std"],
-                     "classes": info["classes"]},
-            "predict": {"score_thresh": score_thresh}}
+class DecodeNMS(gluon.HybridBlock):
+    """Raw outputs per scale `(B, H, W, A, 5 + C)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
+    `(B, K, 4)`: YOLOv3's decoding and the recipe's NMS, in fp32."""
+
+    def __init__(self, anchors, strides, nms: Mapping[str, Any], **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.decoder = YOLODecoder(anchors, strides)
+            self.nms = NMS.build(dict(nms))
+
+    def hybrid_forward(self, F, *raw):
+        boxes, objectness, class_probs = decode(F, self.decoder, raw)
+        return self.nms(boxes, detection_scores(F, objectness, class_probs))
 
 
-def deployed_predictor(path, score_thresh: Optional[float] = None, ctx=None,
-                       recipe: Optional[Mapping[str, Any]] = None):
-    """An `api.Predictor` running an exported or quantized model (preprocessing from its deploy info;
-    the score threshold from `score_thresh`, else `recipe`'s predict.score_thresh, else 0.3)."""
-    import mxnet as mx
-    from ..api import Predictor
+class QuantizedDetector:
+    """An int8 trunk (a SymbolBlock) followed by fp32 decoding and NMS; called like YOLOv3 in inference."""
+
+    def __init__(self, trunk, info: Mapping[str, Any], ctx=None):
+        self.ctx = ctx or mx.cpu()
+        self.trunk = trunk
+        self.info = dict(info)
+        self.spec = InputSpec.from_info(self.info)
+        self.post = DecodeNMS(info["anchors"], info["strides"], info["nms"], prefix="post_")
+        self.post.initialize(ctx=self.ctx)
+        self.post.hybridize(static_alloc=True, static_shape=True)
+
+    def raw(self, x):
+        """The trunk's raw outputs per scale, finest first, `(B, H, W, A, 5 + C)`."""
+        out = self.trunk(x)
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    def __call__(self, x):
+        data = x if hasattr(x, "asnumpy") else mx.nd.array(x, ctx=self.ctx)
+        ids, scores, boxes = self.post(*self.raw(data.as_in_context(self.ctx)))
+        if hasattr(x, "asnumpy"):
+            return ids, scores, boxes
+        return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
+
+
+def load_quantized(folder, ctx=None) -> QuantizedDetector:
+    """A QuantizedDetector from a folder written by `quantize_detector`."""
+    folder = Path(folder)
+    info = read_deploy_info(folder)
+    if info.get("format") != "int8":
+        raise ValueError(f"{folder / DEPLOY_FILE}: format {info.get('format')!r}, not an int8 (quantized) model")
+    ctx = ctx or mx.cpu()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Cannot decide type.*")
+        trunk = mx.gluon.SymbolBlock.imports(str(folder / info["symbol"]), [info["input_name"]],
+                                             str(folder / info["params"]), ctx=ctx)
+    # static_shape: the quantized graph keeps its oneDNN primitives between calls (7x faster on the demo at
+    # batch 1 than re-planning every call); a new input shape re-plans once
+    trunk.hybridize(static_alloc=True, static_shape=True)
+    return QuantizedDetector(trunk, info, ctx)
+
+
+def deployed_predictor(path, recipe: Optional[Mapping[str, Any]] = None, score_thresh: Optional[float] = None,
+                       ctx=None) -> Predictor:
+    """A Predictor running an exported or quantized model, fed as its info says; the score threshold is
+    `score_thresh`, else `recipe`'s predict.score_thresh, else 0.3."""
     detector = load_deployed(path, ctx)
     default = recipe["predict"]["score_thresh"] if recipe is not None else 0.3
-    cfg = predictor_recipe(detector.info, default)
-    return Predictor(cfg, net=detector, classes=detector.info["classes"], contexts=[ctx or mx.cpu()],
-                     score_thresh=score_thresh)
+    return Predictor(detector.spec, detector, contexts=[ctx or mx.cpu()],
+                     score_thresh=default if score_thresh is None else score_thresh)

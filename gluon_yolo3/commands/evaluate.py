@@ -1,0 +1,53 @@
+"""`gluon-yolo3 eval RECIPE --weights W`: mAP table, JSON and report of weights (and of a deployed model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import api
+from ..evaluation.reports import default_report_folder, jsonable, write_report
+from ..evaluation.runner import evaluate_deployed
+from ..evaluation.tables import format_comparison, format_table
+from ..files import atomic_write_text, cannot_write
+from .common import (DevicesOption, FuseOption, ProgressOption, RecipeArg, SetOption, WeightsOption, cli_errors,
+                     load_recipe)
+
+
+@cli_errors
+def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
+             metric: Optional[str] = typer.Option(None, help="Metric (default: the recipe's eval.metric): "
+                                                             "voc07, voc, coco."),
+             split: str = typer.Option("val", help="Which dataset of the recipe's data section: val or train."),
+             devices: DevicesOption = None,
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metric result as JSON here."),
+             report: Optional[Path] = typer.Option(
+                 None, help="Folder for the report: PR curves, confusion matrix, AP by size, detections in COCO "
+                            "format (default: eval/ in the run folder, or eval_<weights stem>/ next to a "
+                            ".params file; a split other than val adds _<split>)."),
+             progress: ProgressOption = True,
+             deployed: Optional[Path] = typer.Option(None, help="Also evaluate this int8 folder (`quantize`), "
+                                                                "export folder or .onnx file and print its mAP "
+                                                                "beside --weights'."),
+             fuse: FuseOption = None):
+    """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report."""
+    cfg = load_recipe(recipe, set_)
+    result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
+                                      progress=progress, fuse=fuse)
+    typer.echo(format_table(result))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(jsonable(result), indent=1))
+        typer.echo(f"wrote {json_out}")
+    folder = report or default_report_folder(weights, split)
+    try:
+        write_report(detections, list(result["per_class"]), folder, result,
+                     iou_thresh=cfg["eval"]["iou_thresh"], score_thresh=cfg["predict"]["score_thresh"])
+    except OSError as err:
+        raise cannot_write(folder, err) from None
+    typer.echo(f"report: {folder}/")
+    if deployed is not None:
+        other, _ = evaluate_deployed(cfg, deployed, devices=devices, metric=metric, split=split, progress=progress)
+        typer.echo(format_table(other))
+        typer.echo(format_comparison(result, other))

@@ -1,0 +1,26 @@
+"""`gluon-yolo3 train RECIPE`: train a detector into a run folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import api
+from .common import DevicesOption, ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
+
+
+@cli_errors
+def train(recipe: RecipeArg, set_: SetOption = None, devices: DevicesOption = None,
+          kvstore: Optional[str] = typer.Option(None, help="kvstore: device, local, dist_sync, ... "
+                                                           "(default: the recipe's train.kvstore)."),
+          workdir: Optional[Path] = typer.Option(None, help="Run folder (default: runs/<recipe name>, "
+                                                            "numbered when it already holds a run)."),
+          resume: bool = typer.Option(False, help="Continue the run in --workdir from its last checkpoint, "
+                                                  "following the recipe as given now (more epochs, another lr)."),
+          progress: ProgressOption = True):
+    """Train a detector; the run folder gets the resolved recipe, metrics, checkpoints and plots."""
+    summary = api.train(load_recipe(recipe, set_), workdir=str(workdir) if workdir else None, devices=devices,
+                        kvstore=kvstore, resume=resume, progress=progress, log=typer.echo)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=1, default=str))

@@ -1,0 +1,49 @@
+"""A recipe's datasets, built with one class list for the whole run.
+
+    sets = build_datasets(recipe)                       # {"train": ..., "val": ...}
+    val = build_datasets(recipe, ("val",), classes)["val"]
+
+The run's class list is `data.classes`, else the training set's own (sorted VOC names, a YOLO data.yaml's
+`names`, COCO's categories); every split is built with it, so a validation split that holds another set
+of classes cannot shift the class ids. A box of a class outside the list is reported in the dataset's
+`problems` (with its file) and skipped.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+from ..registry import DATASETS
+
+SPLITS = ("train", "val")
+
+
+def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Dict[str, Any]:
+    """Build the recipe's datasets, all with ONE class list: `classes`, else `data.classes`, else the training
+    set's own (so that a validation split holding another set of classes cannot shift the class ids).
+
+    A box whose class is outside the list is reported in the dataset's `problems` and skipped."""
+    data = recipe["data"]
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise ValueError(f"unknown split '{bad[0]}': a recipe's data section has the splits "
+                         f"{', '.join(SPLITS)} (data.train, data.val)")
+    out: Dict[str, Any] = {}
+    if classes is None and data.get("classes"):
+        classes = list(data["classes"])
+    if classes is None and any(s != "train" for s in splits):
+        out["train"] = _build_split(data, "train", None)
+        classes = list(out["train"].classes)
+    for split in splits:
+        if split not in out:
+            out[split] = _build_split(data, split, classes)
+    return {split: out[split] for split in splits}
+
+
+def _build_split(data: Mapping[str, Any], split: str, classes) -> Any:
+    cfg = dict(data[split])
+    if classes is not None:
+        cfg["classes"] = list(classes)
+    dataset = DATASETS.build(cfg)
+    if len(dataset) == 0:
+        raise ValueError(f"data.{split}: dataset '{cfg['type']}' holds no images ({cfg})")
+    return dataset

@@ -1,0 +1,115 @@
+"""The pieces of a training run, built from a recipe: each a small named function the trainer calls once.
+
+    net = build_model(recipe, classes, contexts)          # initialised, YOLO's head-bias prior
+    loss = build_loss(recipe, net)
+    samples, sampler, batches = build_batches(recipe, train_set, net, classes, batch_size, rank, workers)
+    optimizer = build_optimizer(recipe["train"], steps_per_epoch)
+    hooks = build_hooks(recipe["train"])                  # built-ins + the recipe's train.hooks
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+
+from ..data.pipeline import build_assigner, build_train_batches
+from ..losses.composer import YOLOLoss
+from ..models.detector import YOLOv3, build_detector
+from ..registry import HOOKS, LR_SCHEDULES, OPTIMIZERS
+from .hooks import HookBase, builtin_hooks
+
+NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
+AMP_TYPES = ("float16",)
+
+
+def amp_type(value: Any, contexts) -> Optional[str]:
+    """`train.amp` -> None (off) or "float16"; float16 only on GPUs (MXNet's AMP), a clear error otherwise."""
+    if value in (None, False, "", "off", "float32"):
+        return None
+    if value not in AMP_TYPES:
+        raise ValueError(f"train.amp must be null (off) or float16, got {value!r}"
+                         + ("; bfloat16 AMP on CPU in MXNet 1.9.1 was measured slower than float32 and "
+                            "crashing, so it is not offered" if str(value).startswith("bf") else ""))
+    if any(ctx.device_type != "gpu" for ctx in contexts):
+        raise ValueError(f"train.amp: {value} needs GPU devices (train.devices / --devices gpu:0,...); "
+                         f"got {', '.join(str(c) for c in contexts)}. Mixed precision on CPU is not offered: "
+                         "MXNet 1.9.1's bfloat16 path was measured slower than float32 and crashing. Set "
+                         "train.amp to null to train in float32.")
+    return str(value)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def build_model(recipe: Mapping[str, Any], classes: Sequence[str], contexts) -> YOLOv3:
+    """The recipe's detector with fresh weights on every context (identical copies), YOLO's prior on the head
+    biases, and on CPUs the head's output channels padded for oneDNN's fast BatchNorm backward (HeadConv)."""
+    net = build_detector(recipe, len(classes), num_devices=len(contexts))
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2.0), ctx=contexts)
+    net.init_head_bias(recipe["model"]["input_size"])
+    if all(c.device_type == "cpu" for c in contexts) and hasattr(net.head, "pad_outputs"):
+        net.head.pad_outputs(True)
+    return net
+
+
+def build_loss(recipe: Mapping[str, Any], net: YOLOv3) -> YOLOLoss:
+    """The recipe's weighted loss terms for `net`'s anchors and strides."""
+    return YOLOLoss(recipe["loss"]["terms"], net.anchors, net.strides, recipe["loss"]["ignore_iou"], prefix="loss_")
+
+
+def build_batches(recipe: Mapping[str, Any], dataset, net: YOLOv3, num_classes: int, batch_size: int,
+                  shard: int = 0, num_shards: int = 1):
+    """`(samples, sampler, batch sampler)` of the training set; each worker of a distributed job reads its own
+    shard (every num_shards-th key of one permutation). ValueError when not one batch fits."""
+    assigner = build_assigner(recipe, net.anchors, net.strides, num_classes)
+    samples, sampler, batches = build_train_batches(recipe, dataset, assigner, batch_size,
+                                                    int(recipe["train"]["seed"]), shard=shard,
+                                                    num_shards=num_shards)
+    if len(batches) == 0:
+        raise ValueError(f"train.batch_size {batch_size} is larger than the training set ({len(samples)} images"
+                         + (f", {len(sampler)} per worker)" if num_shards > 1 else ")"))
+    return samples, sampler, batches
+
+
+def build_optimizer(train_cfg: Mapping[str, Any], steps_per_epoch: int):
+    """The recipe's optimizer with its learning-rate schedule over `train.epochs` of `steps_per_epoch`."""
+    lr = float(train_cfg["lr"])
+    schedule = LR_SCHEDULES.build(train_cfg["lr_schedule"], lr=lr, steps_per_epoch=steps_per_epoch,
+                                  epochs=int(train_cfg["epochs"]))
+    return OPTIMIZERS.build(train_cfg["optimizer"], lr=lr, lr_scheduler=schedule)
+
+
+def no_bias_decay(params) -> None:
+    """No weight decay on biases and BatchNorm's gamma and beta (`train.no_bias_decay`)."""
+    for name, param in params.items():
+        if name.endswith(NO_DECAY_SUFFIXES):
+            param.wd_mult = 0.0
+
+
+def build_hooks(train_cfg: Mapping[str, Any]) -> list:
+    """The built-in hooks the `train` section asks for, then the recipe's `train.hooks` (plugins register them
+    in `HOOKS`), all sorted by priority (stable: equal priorities keep this order)."""
+    hooks = builtin_hooks(train_cfg)
+    for index, cfg in enumerate(train_cfg.get("hooks") or []):
+        hook = HOOKS.build(cfg, where=f"train.hooks.{index}")
+        if not isinstance(hook, HookBase):
+            raise ValueError(f"train.hooks.{index}: '{hook!r}' is not a hook (subclass gluon_yolo3.engine.hooks."
+                             "HookBase)")
+        hooks.append(hook)
+    return sorted(hooks, key=lambda h: h.priority)
+
+
+def log_problems(datasets: Mapping[str, Any], log: Callable[[str], None], limit: int = 20):
+    """Each dataset's skipped annotations and images (its `problems`), `limit` lines per split."""
+    for split, dataset in datasets.items():
+        problems = getattr(dataset, "problems", [])
+        for problem in problems[:limit]:
+            log(f"data.{split}: skipped: {problem}")
+        if len(problems) > limit:
+            log(f"data.{split}: ... and {len(problems) - limit} more problems (gluon-yolo3 data check lists them "
+                "all)")

@@ -1,0 +1,61 @@
+"""What a resumed run may change: settings it can honour are listed, a change of what the weights mean is
+refused before anything is written.
+
+    changes = recipe_changes(run_dir / "recipe.yaml", recipe)   # [(key, old, new)]
+    check_resumable(changes, checkpoint_meta, classes)          # CheckpointError for an architecture change
+
+A resumed run follows the CURRENT recipe: more epochs, another learning rate or schedule, batch size, data
+or loss terms are honoured (the schedule is rebuilt at the checkpoint's epoch). The architecture, the anchors,
+the normalisation, the class list and the optimizer type are fixed by the checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from ..inference.weights import CheckpointError
+from ..recipe import parse_yaml
+
+# keys whose change a resumed run cannot honour: the checkpoint's weights would not mean the same
+FIXED_ON_RESUME = ("model.backbone", "model.neck", "model.head", "model.anchors", "model.norm",
+                   "train.optimizer.type")
+
+Change = Tuple[str, Any, Any]
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> List[Change]:
+    """`[(dotted key, old value, new value)]` where two resolved recipes differ (lists compared whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix[:-1], old, new)]
+
+
+def recipe_changes(path: Path, recipe: Mapping[str, Any], log=print) -> List[Change]:
+    """`[(dotted key, old, new)]` between the run's recipe.yaml at `path` and the current `recipe` (its name and
+    a class list the old recipe left open are not changes; the class list is checked against the checkpoint)."""
+    if not path.is_file():
+        return []
+    try:
+        old = parse_yaml(path.read_text()) or {}
+    except Exception as err:   # noqa: BLE001 - a damaged recipe.yaml: report, compare nothing
+        log(f"resume: cannot read {path} ({err}); changed settings are not listed")
+        return []
+    new = {k: v for k, v in recipe.items() if k != "_file_"}
+    return [(key, a, b) for key, a, b in differences(old, new)
+            if key != "name" and not (key == "data.classes" and a is None)]
+
+
+def check_resumable(changes: Sequence[Change], meta: Mapping[str, Any], classes: Optional[Sequence[str]]):
+    """CheckpointError when a change cannot be honoured, or when the checkpoint's class list differs."""
+    fixed = [c for c in changes if c[0].startswith(FIXED_ON_RESUME)]
+    if fixed:
+        key, old, new = fixed[0]
+        raise CheckpointError(f"--resume: {key} changed from {old!r} to {new!r}; the checkpoint's weights "
+                              f"belong to the old value. Resume with the run's own recipe.yaml, or start a new run")
+    saved = meta.get("classes")
+    if saved is not None and classes is not None and list(saved) != list(classes):
+        raise CheckpointError(f"--resume: the checkpoint was trained with classes {list(saved)}, the recipe's "
+                              f"data gives {list(classes)}")
