@@ -26,6 +26,7 @@ import common  # first: gluon_yolo3 before MXNet (its thread count, see common.p
 import mxnet as mx
 from mxnet import gluon
 
+from gluon_yolo3.data.feed import InputSpec
 from gluon_yolo3.data.pipeline import EpochSampler, TrainSamples
 from gluon_yolo3.data.synthetic import SyntheticShapes
 from gluon_yolo3.data.voc import VOCDetection
@@ -95,7 +96,8 @@ def gluoncv_loader(dataset, size, batch_size, workers, net=None):
 def our_loader(dataset, size, batch_size, workers, transforms):
     anchors = DEFAULTS["model"]["anchors"]
     assigner = BestAnchorAssigner(anchors, (8, 16, 32), len(dataset.classes))
-    samples = TrainSamples(dataset, transforms, "resize", size, MEAN, STD, assigner, max_boxes=100, seed=0)
+    samples = TrainSamples(dataset, transforms, InputSpec(size, "resize", MEAN, STD), assigner, max_boxes=100,
+                           seed=0)
     sampler = EpochSampler(len(samples), shuffle=True, seed=0)
     batches = gluon.data.BatchSampler(sampler, batch_size, last_batch="discard")
     return gluon.data.DataLoader(samples, batch_sampler=batches, num_workers=workers), sampler

@@ -9,7 +9,7 @@ from cli_support import invoke, sets
 from gluon_yolo3 import api
 from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.recipe import RecipeError, load_recipe
-from gluon_yolo3.registry import ALL, LOSSES, Registry, RegistryError
+from gluon_yolo3.registry import ALL, Registry, RegistryError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "demo_tiny.yaml"

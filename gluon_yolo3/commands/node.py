@@ -7,8 +7,9 @@ mxnet with `DMLC_ROLE` set, which runs that role to the end of the job) or a wor
 gluon-yolo3 CLI command in this process, or a `.py` script). A failure ends the process through
 `stop_now`, which tells the launcher; a good end says `bye`.
 
-Not a CLI verb: cli.py imports every module of this package at start-up, so this one only defines
-functions when imported and runs only as `__main__`.
+Not a CLI verb (cli.py does not import it). It imports nothing that imports mxnet at the top: in a scheduler
+or server process, `import mxnet` with `DMLC_ROLE` set BECOMES that role and returns only when the job ends, so
+the heartbeat must be running first.
 """
 from __future__ import annotations
 
@@ -74,9 +75,8 @@ def run_worker(command: List[str]) -> int:
             runpy.run_path(command[0], run_name="__main__")
             code = 0
         else:
-            # imported here, not at the top: cli.py imports every module of gluon_yolo3.commands at start-up
-            # (this one included: a top-level import would be a cycle), and the scheduler and servers never
-            # load the CLI (typer and every verb's module) before they join the heartbeat
+            # imported here, not at the top: the CLI imports mxnet, which in the scheduler and server processes
+            # would start their role before they join the heartbeat (see the module docstring)
             from gluon_yolo3.cli import app
             app(command, prog_name="gluon-yolo3")     # standalone: ends with SystemExit(code)
             code = 0

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from ..boxes import shape_iou
 from .base import DatasetError
@@ -32,7 +35,6 @@ def check_dataset(dataset, read_images: bool = True, progress: bool = False) -> 
     images whose size differs from their annotation when `read_images`), `unreadable` (image ids), and
     `wh (M, 2)` / `classes (M,)`: width, height and class of every usable box, original pixels.
     """
-    from tqdm import tqdm
     problems: List[str] = list(getattr(dataset, "problems", []))
     counts = np.zeros(len(dataset.classes), np.int64)
     wh, cls, empty_ids, unreadable = [], [], [], []
@@ -107,12 +109,11 @@ def format_class_mismatch(mismatch: Mapping[str, Sequence[str]]) -> Optional[str
 
 def write_box_histograms(reports: Mapping[str, Mapping[str, Any]], path) -> Path:
     """A PNG with, per dataset (rows), histograms of box sqrt(area) and aspect ratio (w / h), per class."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(reports), 2, figsize=(11, 3.6 * len(reports)), squeeze=False)
+    fig = Figure(figsize=(11, 3.6 * len(reports)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(reports), 2, squeeze=False)
     for row, (name, rep) in enumerate(reports.items()):
         wh, cls = np.asarray(rep["wh"], np.float64), np.asarray(rep["classes"])
         names = rep["classes_list"]
@@ -138,7 +139,6 @@ def write_box_histograms(reports: Mapping[str, Mapping[str, Any]], path) -> Path
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from ..registry import DATASETS
 from .base import DatasetError, FileDetectionDataset, sanitize_boxes
@@ -24,7 +25,6 @@ from .cache import cached_parse
 
 def _load_coco(ann_file: Path):
     """pycocotools' COCO object of `ann_file`, quietly; DatasetError naming the file when unusable."""
-    from pycocotools.coco import COCO
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(ann_file))

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from mxnet import gluon
 
-from ..registry import ASSIGNERS, TRANSFORMS
-from .feed import ImageNormalizer, InputSpec, build_resize
+from ..registry import ASSIGNERS
+from .feed import InputSpec
 from .transforms import Compose, SampleContext
 
 
@@ -28,23 +28,23 @@ def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:
 
 
 class TrainSamples(gluon.data.Dataset):
-    """`samples[key] -> (x (3, S, S) float32, target (T, 10 + C), gt_boxes (max_boxes, 4))`.
+    """`samples[key] -> (x (3, S, S) float32, target (T, 10 + C), gt_boxes (max_boxes, 4))`, after the
+    augmentation chain, resized and normalised as `spec` (an InputSpec) says.
 
-    sizes: the input sizes a key's size index picks from (default `[size]`); epochs: the run's total epochs
+    sizes: the input sizes a key's size index picks from (default `[spec.input_size]`); epochs: the run's total epochs
     (for transforms that switch off late, e.g. mixup's off_last_epochs). Multi-sample transforms (mosaic,
     mixup) draw their other images from the dataset with the sample's own generator.
     """
 
-    def __init__(self, dataset, transforms: Sequence[Mapping], resize: str, size: int,
-                 mean, std, assigner, max_boxes: int, seed: int, sizes: Sequence[int] = None,
-                 epochs: int = None):
+    def __init__(self, dataset, transforms: Sequence[Mapping], spec: InputSpec, assigner, max_boxes: int,
+                 seed: int, sizes: Sequence[int] = None, epochs: int = None):
         self.dataset = dataset
         self.augment = Compose(transforms)
-        self.size = int(size)
+        self.size = int(spec.input_size)
         self.sizes = tuple(int(s) for s in (sizes or [self.size]))
-        self.resizers = {s: build_resize(resize, s) for s in set(self.sizes)}
-        self.resize = self.resizers.get(self.size) or build_resize(resize, self.size)
-        self.normalize = ImageNormalizer(mean, std)
+        self.resizers = {s: spec.resizer(s) for s in set(self.sizes)}
+        self.resize = self.resizers.get(self.size) or spec.resizer()
+        self.normalize = spec.normalizer()
         self.assigner = assigner
         self.max_boxes = int(max_boxes)
         self.seed = int(seed)
@@ -192,8 +192,8 @@ def build_train_batches(recipe: Mapping[str, Any], dataset, assigner, batch_size
     size = int(recipe["model"]["input_size"])
     ms = data.get("multi_scale") or {}
     sizes = multi_scale_sizes(ms, size, stride=max(assigner.strides))
-    samples = TrainSamples(dataset, data["transforms"], data["resize"], size, data["mean"], data["std"],
-                           assigner, data["max_boxes"], seed, sizes=sizes, epochs=recipe["train"]["epochs"])
+    samples = TrainSamples(dataset, data["transforms"], InputSpec.from_recipe(recipe), assigner, data["max_boxes"],
+                           seed, sizes=sizes, epochs=recipe["train"]["epochs"])
     sampler = EpochSampler(len(samples), shuffle=True, seed=seed, shard=shard, num_shards=num_shards)
     batches = MultiScaleBatchSampler(sampler, batch_size, len(sizes), every=int(ms.get("every", 10)),
                                      seed=seed)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..recipe import parse_yaml
 from ..registry import DATASETS
@@ -38,7 +39,6 @@ def label_path(image: Path) -> Path:
 
 def image_hw(path: Path) -> Tuple[int, int]:
     """`(height, width)` from the file header, after EXIF rotation; OSError when unreadable."""
-    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:
             w, h = img.size

@@ -117,8 +117,7 @@ def export_onnx(recipe: Mapping[str, Any], weights, out, filename: str = "model.
 
     The input shape is `(batch_size, 3, S, S)`, S the recipe's input size; with `dynamic`, batch size,
     height and width are left free (any multiple of 32)."""
-    import mxnet as mx
-    import onnx
+    import onnx         # the optional onnx extra: only when exporting to ONNX
     net, classes = load_plain(recipe, weights)
     core = DecodedOutputs(net)
     core.hybridize()

@@ -7,8 +7,8 @@ clear error within a bounded time: the heartbeat (heartbeat.py) and, here, the w
 step waits longer than `train.dist_timeout` seconds for the others stops with an error (it also catches
 a wedged, not dead, process, and works without the launcher).
 
-This module does not import mxnet at the top: the launcher's scheduler and server processes start
-their heartbeat before `import mxnet` takes them over.
+Only workers import this module (the trainer); the scheduler and server processes run
+`commands/node.py`, which starts their heartbeat before `import mxnet` takes them over.
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import threading
 import time
 from contextlib import contextmanager
 from typing import Optional
+
+import mxnet as mx
+import numpy as np
 
 from . import DistributedError
 from .heartbeat import EXIT_TIMEOUT, stop_now
@@ -47,7 +50,6 @@ def create_kvstore(name: str):
             f"train.kvstore '{name}' needs a distributed job: start it with `gluon-yolo3 launch --workers N "
             f"--servers M -- train RECIPE ...`, which sets DMLC_ROLE and the other DMLC_* variables "
             f"(DMLC_ROLE is {role!r} here)")
-    import mxnet as mx
     return mx.kv.create(name)
 
 
@@ -80,13 +82,11 @@ class WorkerSum:
     """
 
     def __init__(self, kv, key: int, size: int):
-        import mxnet as mx
         self.kv, self.key = kv, int(key)
         self.buffer = mx.nd.zeros((int(size),))
         kv.init(self.key, self.buffer)
 
     def __call__(self, values):
-        import numpy as np
         self.buffer[:] = np.asarray(values, dtype=np.float32)
         self.kv.pushpull(self.key, self.buffer, out=self.buffer)
         return self.buffer.asnumpy().astype(np.float64)

@@ -31,12 +31,16 @@ import time
 from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
+import mxnet as mx
 import numpy as np
 
 from ..evaluation.plots import plot_training
-from ..files import cannot_write
+from ..evaluation.runner import evaluate
+from ..evaluation.tables import format_table
+from ..files import atomic_write, cannot_write
 from ..inference.predictor import Predictor
 from ..registry import HOOKS
+from .checkpoint import check_finite, trainer_names
 
 
 class HookBase:
@@ -108,10 +112,23 @@ class Validation(HookBase):
         t = self.trainer
         if not self.every or (t.epoch % self.every and t.epoch != t.epochs and not t.stop_requested):
             return
-        t.last_val = t.validate()
+        t.last_val = self.validate()
         if t.last_val["map"] > t.best:
             t.best = t.last_val["map"]
             t.checkpoints.save_best(t.ema if t.ema is not None else t.net)
+
+    def validate(self) -> Dict[str, Any]:
+        """Evaluate on the validation set (with the EMA weights when `train.ema` is on); log and record it."""
+        t = self.trainer
+        mx.nd.waitall()   # let the last steps' BatchNorm statistics land before the inference graph reads them
+        with (t.ema.swapped_in() if t.ema is not None else nullcontext()):
+            result, _ = evaluate(t.net, t.val_set, t.recipe, t.spec, t.contexts, progress=t.progress)
+        t.log(f"epoch {t.epoch}: validation {result['metric']} mAP {result['map']:.4f}\n" + format_table(result))
+        t.write_metrics({"kind": "val", "epoch": t.epoch, "step": t.step, "metric": result["metric"],
+                         "map": float(result["map"]),
+                         "per_class": {k: (None if v is None or np.isnan(v) else float(v))
+                                       for k, v in result["per_class"].items()}})
+        return result
 
 
 @HOOKS.register("periodic_checkpoint")
@@ -127,7 +144,21 @@ class PeriodicCheckpoint(HookBase):
     def after_epoch(self):
         t = self.trainer
         if t.epoch % self.every == 0 or t.epoch == t.epochs or t.stop_requested:
-            t.save_checkpoint()
+            self.save()
+
+    def save(self):
+        """`epoch_NNNN.params` (the EMA weights with an EMA, else the training weights), `.states`, `.json`,
+        and with an EMA the training weights in `epoch_NNNN.train_params`; `last.json` is written last."""
+        t = self.trainer
+        extra: Dict[str, Any] = {"best": t.best, "classes": list(t.classes)}
+        if t.ema is not None:
+            mx.nd.waitall()
+            raw = t.checkpoints.folder / f"epoch_{t.epoch:04d}.train_params"
+            check_finite(t.net, raw)
+            atomic_write(raw, t.net.save_parameters)
+            extra.update(train_params=raw.name, ema_updates=t.ema.updates)
+        t.checkpoints.save(t.ema if t.ema is not None else t.net, t.gluon_trainer, t.epoch, t.step, extra,
+                           names=trainer_names(t.gluon_trainer, t.net))
 
 
 @HOOKS.register("training_plot")

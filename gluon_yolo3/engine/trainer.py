@@ -38,14 +38,12 @@ from ..data.build import build_datasets
 from ..data.feed import InputSpec
 from ..devices import parse_devices, split_batch
 from ..distributed import kvstore as dist
-from ..evaluation.runner import evaluate
-from ..evaluation.tables import format_table
-from ..files import atomic_write, atomic_write_text, cannot_write
+from ..files import atomic_write_text, cannot_write
 from ..inference.weights import load_weights
 from ..recipe import resolved_yaml
 from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer,
                        log_problems, no_bias_decay, seed_everything)
-from .checkpoint import CheckpointManager, check_finite, load_optimizer_states, trainer_names
+from .checkpoint import CheckpointManager, load_optimizer_states, trainer_names
 from .ema import WeightEMA, ema_config
 from .resume import check_resumable, recipe_changes
 
@@ -346,20 +344,7 @@ class Trainer:
             raise NonFiniteGradient(message, cause.names) from None
         raise NonFiniteLoss(message)
 
-    # ---- checkpoints, resume, validation, metrics ---------------------------------------------------
-    def save_checkpoint(self):
-        """`epoch_NNNN.params` (the EMA weights with an EMA, else the training weights), `.states`, `.json`,
-        and with an EMA the training weights in `epoch_NNNN.train_params`; `last.json` is written last."""
-        extra: Dict[str, Any] = {"best": self.best, "classes": list(self.classes)}
-        if self.ema is not None:
-            mx.nd.waitall()
-            raw = self.checkpoints.folder / f"epoch_{self.epoch:04d}.train_params"
-            check_finite(self.net, raw)
-            atomic_write(raw, self.net.save_parameters)
-            extra.update(train_params=raw.name, ema_updates=self.ema.updates)
-        self.checkpoints.save(self.ema if self.ema is not None else self.net, self.gluon_trainer, self.epoch,
-                              self.step, extra, names=trainer_names(self.gluon_trainer, self.net))
-
+    # ---- resume and metrics ------------------------------------------------------------------------
     def resume(self):
         """Load the last checkpoint (weights, optimizer state, EMA) and continue the CURRENT recipe's schedule
         at its epoch (`resume.py` says which changed settings are honoured). Every worker of a distributed
@@ -396,19 +381,6 @@ class Trainer:
         if changes:
             self.log(f"resume: the learning-rate schedule follows the current recipe from step {self.step}: lr "
                      f"{optimizer.learning_rate:.6g} now")
-
-    def validate(self) -> Dict[str, Any]:
-        """Evaluate on the validation set (with the EMA weights when `train.ema` is on); log and record it."""
-        mx.nd.waitall()   # let the last steps' BatchNorm statistics land before the inference graph reads them
-        with (self.ema.swapped_in() if self.ema is not None else nullcontext()):
-            result, _ = evaluate(self.net, self.val_set, self.recipe, self.spec, self.contexts,
-                                 progress=self.progress)
-        self.log(f"epoch {self.epoch}: validation {result['metric']} mAP {result['map']:.4f}\n" + format_table(result))
-        self.write_metrics({"kind": "val", "epoch": self.epoch, "step": self.step, "metric": result["metric"],
-                            "map": float(result["map"]),
-                            "per_class": {k: (None if v is None or np.isnan(v) else float(v))
-                                          for k, v in result["per_class"].items()}})
-        return result
 
     def write_metrics(self, line: Dict[str, Any]):
         if not self.is_writer:

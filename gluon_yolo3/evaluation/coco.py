@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval, Params
 
 from ..registry import METRICS
 from .voc import image_inputs
@@ -146,9 +148,6 @@ class COCOMetric:
         """Run COCOeval (evaluate, accumulate, summarize) quietly; returns the COCOeval object (cached).
 
         `iou_thresholds`: None for COCO's ten, whose printed summary is kept in `self.summary_text`."""
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
         key = None if iou_thresholds is None else tuple(float(t) for t in iou_thresholds)
         if key in self._evals:
             return self._evals[key]
@@ -195,7 +194,6 @@ class COCOMetric:
     def gt_count_by_size(self) -> Dict[str, int]:
         """Non-difficult ground truth per area range ("all", "small", "medium", "large"), with COCOeval's
         (inclusive) bounds."""
-        from pycocotools.cocoeval import Params
         p = Params(iouType="bbox")
         areas = np.array([g["area"] for g in self._gt if not g["iscrowd"]], dtype=np.float64)
         return {label: int(np.sum((areas >= lo) & (areas <= hi)))

@@ -9,7 +9,6 @@ import json
 import math
 from typing import Dict, List, Sequence
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator

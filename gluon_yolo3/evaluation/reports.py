@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pycocotools.cocoeval import Params
 
 from ..boxes import box_iou
 from ..drawing import class_color
@@ -209,7 +210,6 @@ def coco_metric(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequen
 
 
 def _ap_by_size(metric: COCOMetric) -> Dict[str, Any]:
-    from pycocotools.cocoeval import Params
     params = Params(iouType="bbox")
     t = metric.iou_thresh
     areas = ("all",) + SIZES

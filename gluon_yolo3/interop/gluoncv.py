@@ -21,9 +21,15 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import mxnet as mx
 import numpy as np
+import yaml
 
+from ..files import atomic_write, atomic_write_text
 from ..models.backbones.darknet import DARKNET53_STAGES
+from ..models.detector import build_detector
+from ..recipe import load_recipe, merge
+from ..schema import DEFAULTS
 
 BACKBONE_CHANNELS = {"darknet53": (256, 512, 1024), "mobilenet1.0": (256, 512, 1024),
                      "mobilenet0.25": (64, 128, 256)}
@@ -123,6 +129,7 @@ def parse_arch(arch: str) -> Tuple[str, str]:
 
 def dataset_classes(dataset: str) -> Optional[List[str]]:
     """GluonCV's class names for `voc` and `coco`; None for `custom`."""
+    # gluoncv takes 1.7 s to import: only here, not at every start of the CLI
     if dataset == "voc":
         from gluoncv.data import VOCDetection
         return list(VOCDetection.CLASSES)
@@ -137,7 +144,6 @@ def dataset_classes(dataset: str) -> Optional[List[str]]:
 
 def read_params(path: str | Path) -> Dict[str, np.ndarray]:
     """`{structural name: array}` of a GluonCV `.params` file (Gluon `save_parameters` format)."""
-    import mxnet as mx
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GluonCV weights file not found: {path}")
@@ -261,11 +267,7 @@ def convert(params_path: str | Path, arch: str, classes: Optional[Sequence[str]]
     `*_custom` and for files whose class count differs). Every parameter of our network is taken from
     the file (shape-checked) and every file entry is used, except GluonCV's precomputed grid offsets.
     """
-    import mxnet as mx
 
-    from ..models.detector import build_detector
-    from ..recipe import merge
-    from ..schema import DEFAULTS
     backbone, dataset = parse_arch(arch)
     path = Path(params_path)
     params = read_params(path)
@@ -306,10 +308,7 @@ def import_gluoncv(params_path: str | Path, arch: str, out_dir: str | Path,
     `out_dir` is then a run folder that `eval`, `predict` and `api.load_detector` accept as weights.
     Existing files are only replaced with `overwrite=True`; files are written to a temporary name first.
     """
-    import yaml
 
-    from ..files import atomic_write, atomic_write_text
-    from ..recipe import load_recipe
     out = Path(out_dir)
     recipe_path, weights_path = out / "recipe.yaml", out / "checkpoints" / "best.params"
     taken = [p for p in (recipe_path, weights_path) if p.exists()]
