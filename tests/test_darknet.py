@@ -11,7 +11,11 @@ from cli_support import invoke
 from deploy_support import DARKNET_CFGS, DEMO_SETS, random_weights, small_cfg, trained_demo, write_darknet_weights
 
 from gluon_yolo3 import api
-from gluon_yolo3.interop import darknet as dk
+from gluon_yolo3.interop.darknet.cfg import (DarknetError, count_floats, describe_cfg, parse_cfg, parse_cfg_text,
+                                             recipe_from_cfg)
+from gluon_yolo3.interop.darknet.jobs import load_darknet
+from gluon_yolo3.interop.darknet.layout import check_layout, darknet_layout
+from gluon_yolo3.interop.darknet.weights_file import WeightsHeader, read_weights
 from gluon_yolo3.recipe import DEFAULTS, merge
 
 OPENCV_THRESH = 0.2   # OpenCV's region layer zeroes class probabilities at or below this
@@ -23,7 +27,7 @@ def sigmoid(v):
 
 def build_from_cfg(path):
     import copy
-    partial = dk.recipe_from_cfg(dk.parse_cfg(path), path)
+    partial = recipe_from_cfg(parse_cfg(path), path)
     recipe = merge(copy.deepcopy(DEFAULTS), partial)
     return partial, api.build(recipe, len(partial["data"]["classes"]))
 
@@ -44,29 +48,29 @@ def image():
 ])
 def test_layer_walk_matches_release_file_sizes(name, floats, size):
     path = DARKNET_CFGS / f"{name}.cfg"
-    sections = dk.parse_cfg(path)
-    assert dk.count_floats(sections) == floats
-    assert floats * 4 + dk.WeightsHeader(0, 2, 0).size == size
+    sections = parse_cfg(path)
+    assert count_floats(sections) == floats
+    assert floats * 4 + WeightsHeader(0, 2, 0).size == size
     # the network built from the cfg holds exactly these floats, in a layout matching the cfg layer by layer
     _, net = build_from_cfg(path)
-    layout = dk.darknet_layout(net)
-    dk.check_layout(sections, layout, path)
+    layout = darknet_layout(net)
+    check_layout(sections, layout, path)
     assert layout.floats == floats
 
 
 def test_yolov3_spp_layout_matches_its_cfg():
     path = DARKNET_CFGS / "yolov3-spp.cfg"
-    sections = dk.parse_cfg(path)
+    sections = parse_cfg(path)
     partial, net = build_from_cfg(path)
     assert partial["model"]["neck"] == {"type": "yolov3_spp"}
-    layout = dk.darknet_layout(net)
-    dk.check_layout(sections, layout, path)
+    layout = darknet_layout(net)
+    check_layout(sections, layout, path)
     # yolov3 plus the 1x1 conv 2048 -> 512 (with BN) after the SPP concat
-    assert layout.floats == dk.count_floats(sections) == 62_001_757 + 2048 * 512 + 4 * 512
+    assert layout.floats == count_floats(sections) == 62_001_757 + 2048 * 512 + 4 * 512
 
 
 def test_recipe_from_cfg_reads_classes_anchors_and_size():
-    partial = dk.recipe_from_cfg(dk.parse_cfg(DARKNET_CFGS / "yolov3-tiny.cfg"))
+    partial = recipe_from_cfg(parse_cfg(DARKNET_CFGS / "yolov3-tiny.cfg"))
     model = partial["model"]
     assert model["input_size"] == 416
     assert model["backbone"] == {"type": "darknet_tiny", "width": 1.0}
@@ -78,17 +82,17 @@ def test_recipe_from_cfg_reads_classes_anchors_and_size():
 
 
 def test_cfg_parser_comments_and_errors(tmp_path):
-    sections = dk.parse_cfg_text("# top\n[net]\nwidth = 64 \n; note\n\n[conv]\nfilters=8\n")
+    sections = parse_cfg_text("# top\n[net]\nwidth = 64 \n; note\n\n[conv]\nfilters=8\n")
     assert [s.kind for s in sections] == ["net", "convolutional"]
     assert sections[0].options["width"] == "64" and sections[1].line == 6
     bad = tmp_path / "bad.cfg"
     bad.write_text("[net]\nwidth=64\nthis line is wrong\n")
-    with pytest.raises(dk.DarknetError, match=r"bad\.cfg: line 3"):
-        dk.parse_cfg(bad)
+    with pytest.raises(DarknetError, match=r"bad\.cfg: line 3"):
+        parse_cfg(bad)
     odd = tmp_path / "odd.cfg"
     odd.write_text("[net]\nwidth=64\nheight=64\n[convolutional]\nfilters=8\nsize=3\n[crop]\n")
-    with pytest.raises(dk.DarknetError, match=r"line 7: layer 1 \[crop\] is not supported"):
-        dk.describe_cfg(dk.parse_cfg(odd), odd)
+    with pytest.raises(DarknetError, match=r"line 7: layer 1 \[crop\] is not supported"):
+        describe_cfg(parse_cfg(odd), odd)
 
 
 def test_cfg_that_differs_from_the_network_names_its_line(tmp_path):
@@ -99,9 +103,9 @@ def test_cfg_that_differs_from_the_network_names_its_line(tmp_path):
     path = tmp_path / "changed.cfg"
     path.write_text(text)
     line = text[:text.index("filters=200")].count("\n") - 1   # the [convolutional] header above it
-    with pytest.raises(dk.DarknetError, match=rf"changed\.cfg:{line}: layer 13 \[convolutional\]: "
-                                             rf"filters=200, but .* has filters=256"):
-        dk.load_darknet(path, tmp_path / "unused.weights")
+    with pytest.raises(DarknetError, match=rf"changed\.cfg:{line}: layer 13 \[convolutional\]: "
+                                          rf"filters=200, but .* has filters=256"):
+        load_darknet(path, tmp_path / "unused.weights")
 
 
 # ------------------------------------------------------------------------------- the weights file
@@ -123,13 +127,13 @@ def test_both_header_versions(tiny_files):
     cfg, new, old, arrays = tiny_files
     floats = sum(a.size for a in arrays)
     assert new.stat().st_size == 20 + 4 * floats and old.stat().st_size == 16 + 4 * floats
-    header_new, body_new = dk.read_weights(new)
-    header_old, body_old = dk.read_weights(old)
+    header_new, body_new = read_weights(new)
+    header_old, body_old = read_weights(old)
     assert (header_new.seen, header_new.seen_bytes) == (32013312, 8)
     assert (header_old.seen, header_old.seen_bytes) == (64000, 4)
     np.testing.assert_array_equal(body_new, body_old)
-    _, net_new, _ = dk.load_darknet(cfg, new)
-    _, net_old, _ = dk.load_darknet(cfg, old)
+    _, net_new, _ = load_darknet(cfg, new)
+    _, net_old, _ = load_darknet(cfg, old)
     for (name, a), b in zip(net_new.collect_params().items(), net_old.collect_params().values()):
         np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy(), err_msg=name)
     # the first conv's BN: beta, gamma, mean, var, then the weights (16, 3, 3, 3), as written
@@ -151,8 +155,8 @@ def test_truncated_or_long_weights_fail_with_counts(tiny_files, tmp_path):
     assert not (tmp_path / "out").exists()
     long = tmp_path / "long.weights"
     write_darknet_weights(long, arrays + [np.zeros(3, np.float32)])
-    with pytest.raises(dk.DarknetError, match=r"8,858,737 floats .* need 8,858,734 .* too long"):
-        dk.load_darknet(cfg, long)
+    with pytest.raises(DarknetError, match=r"8,858,737 floats .* need 8,858,734 .* too long"):
+        load_darknet(cfg, long)
 
 
 # --------------------------------------------------------------------------------- against OpenCV
@@ -181,9 +185,9 @@ def assert_close(ours, theirs, what):
 def compare_with_opencv(cfg, weights, image, size):
     cv_net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (size, size), swapRB=True, crop=False)
-    partial, net, _ = dk.load_darknet(cfg, weights)
+    partial, net, _ = load_darknet(cfg, weights)
     raw = [r.asnumpy() for r in net.head(*net.neck(*net.backbone(mx.nd.array(blob))))]
-    layers = dk.darknet_layout(net)
+    layers = darknet_layout(net)
     yolo_index = [i for i, s in enumerate(layers.sections) if s.kind == "yolo"]   # coarsest first
     anchors = partial["model"]["anchors"]
     for k, index in enumerate(yolo_index):

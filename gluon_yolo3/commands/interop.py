@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..interop.darknet import export_darknet as darknet_export
-from ..interop.darknet import import_darknet as darknet_import
-from ..interop.darknet import read_names
+from ..interop.darknet.jobs import export_darknet as darknet_export
+from ..interop.darknet.jobs import import_darknet as darknet_import
+from ..interop.darknet.jobs import read_names
 from ..interop.gluoncv import import_gluoncv as gluoncv_import
 from .common import RecipeArg, SetOption, WeightsOption, cli_errors, echo_json, load_recipe
 
