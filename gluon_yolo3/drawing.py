@@ -7,7 +7,7 @@ Used by `predict`, the training run's prediction previews and `data show`.
 from __future__ import annotations
 
 import colorsys
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -37,12 +37,13 @@ def _draw_label(image: np.ndarray, text: str, x: int, y: int, color: tuple):
 
 
 def draw_detections(image, boxes, ids, scores, class_names: Sequence[str] | None = None, path=None,
-                    gt_boxes=None, zoom: int = 1) -> np.ndarray:
+                    gt_boxes=None, zoom: int = 1, labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Draw detections on a copy of `image` `(H, W, 3)` uint8 RGB and return it (written to `path` if given;
     `zoom` > 1 enlarges the image by that whole factor first).
 
     boxes `(K, 4)` x1y1x2y2 pixels, ids `(K,)` or `(K, 1)` (< 0: padding, skipped), scores likewise or
-    None; one colour per class, label "name 0.87". gt_boxes `(M, 4)` (optional) in a thin light-gray line.
+    None; one colour per class, label "name 0.87" (or `labels[k]`). gt_boxes `(M, 4)` (optional) in a thin
+    light-gray line.
     """
     out = np.ascontiguousarray(_as_numpy(image), dtype=np.uint8).copy()
     boxes = _as_numpy(boxes).reshape(-1, 4)
@@ -64,7 +65,7 @@ def draw_detections(image, boxes, ids, scores, class_names: Sequence[str] | None
         color = class_color(c)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-        text = name if scores is None else f"{name} {scores[k]:.2f}"
+        text = labels[k] if labels is not None else name if scores is None else f"{name} {scores[k]:.2f}"
         _draw_label(out, text, max(x1, 0), max(y1, 0), color)
     if path is not None:
         if not cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR)):

@@ -104,18 +104,26 @@ def _load_with_bases(path: Path, chain: tuple) -> Dict[str, Any]:
         if not base_path.exists():
             raise RecipeError(f"{path}: _base_ file '{base}' not found (looked at {base_path})")
         merged = merge(merged, _load_with_bases(base_path, chain + (path,)))
-    _resolve_plugin_paths(data, path.parent)
+    _resolve_paths(data, path.parent)
     return merge(merged, data)
 
 
-def _resolve_plugin_paths(data: Dict[str, Any], folder: Path):
-    """Plugin entries that are file paths become absolute, relative to the recipe that names them."""
+# paths a recipe file gives relative to itself (data roots stay relative to the working directory)
+FILE_RELATIVE = (("train", "init_from"), ("train", "init_cfg"))
+
+
+def _resolve_paths(data: Dict[str, Any], folder: Path):
+    """Plugin entries that are file paths, and the keys of FILE_RELATIVE, become absolute paths, relative to the
+    recipe that names them (a `--set` value stays as given: relative to the working directory)."""
     plugins = data.get("plugins")
-    if not isinstance(plugins, list):
-        return
-    data["plugins"] = [str((folder / item).resolve())
-                       if isinstance(item, str) and (item.endswith(".py") or "/" in item) else item
-                       for item in plugins]
+    if isinstance(plugins, list):
+        data["plugins"] = [str((folder / item).resolve())
+                           if isinstance(item, str) and (item.endswith(".py") or "/" in item) else item
+                           for item in plugins]
+    for section, key in FILE_RELATIVE:
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value.strip():
+            data[section][key] = str((folder / value).resolve())
 
 
 def merge(base: Any, update: Any) -> Any:

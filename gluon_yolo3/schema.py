@@ -24,7 +24,8 @@ DEFAULTS: Dict[str, Any] = {
         "backbone": {"type": "darknet53"},
         "neck": {"type": "yolov3"},
         "head": {"type": "yolov3"},
-        # anchors per scale, finest first, (w, h) in pixels of the network input
+        # anchors per scale, finest first, (w, h) in pixels of the network input; `auto`: k-means on the
+        # training boxes when the run starts (3 per scale), written into the run's recipe.yaml
         "anchors": [[[10, 13], [16, 30], [33, 23]],
                     [[30, 61], [62, 45], [59, 119]],
                     [[116, 90], [156, 198], [373, 326]]],
@@ -43,6 +44,9 @@ DEFAULTS: Dict[str, Any] = {
         ],
     },
     "data": {
+        "root": None,                # a dataset folder (Pascal VOC or YOLO txt): train on trainval (else train),
+                                     # validate on test (else val), else a seeded 80/20 split; replaces
+                                     # data.train and data.val
         "train": {"type": "synthetic", "split": "train"},
         "val": {"type": "synthetic", "split": "val"},
         "classes": None,             # class names; default: the training dataset's
@@ -61,13 +65,15 @@ DEFAULTS: Dict[str, Any] = {
         "kvstore": "device",         # device | local | nccl; dist_sync | dist_device_sync: gluon-yolo3 launch
         "batch_size": 8,             # per worker, split over its devices (global: x workers of a dist job)
         "epochs": 10,
+        "steps": None,               # a budget in steps instead: epochs = ceil(steps / steps per epoch), so
+                                     # that one recipe fits datasets of any size
         "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
         "lr": 0.001,
         "lr_schedule": {"type": "warmup_cosine", "warmup_epochs": 1, "final_lr": 0.0},
         "seed": 0,
         "hybridize": True,
-        "val_every": 1,              # epochs; 0 disables validation during training
-        "checkpoint_every": 1,       # epochs
+        "val_every": 1,              # epochs; 0 disables validation during training; auto: ~10 per run
+        "checkpoint_every": 1,       # epochs; auto: ~10 per run
         "keep_checkpoints": 2,
         "log_every": 10,             # steps between metrics lines
         "no_bias_decay": True,       # no weight decay on biases and BatchNorm gamma/beta
@@ -78,6 +84,12 @@ DEFAULTS: Dict[str, Any] = {
         "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
                                      # validation) before it stops with an error; 0 = forever
         "hooks": [],                 # more training hooks beside the built-ins: [{type: early_stopping, ...}]
+        "init_from": None,           # start from these weights: a run, zoo folder or .params of ours, a Darknet
+                                     # .weights (its .cfg beside it or train.init_cfg), a GluonCV YOLOv3 .params;
+                                     # a path in a recipe file is relative to that file
+        "init_cfg": None,            # the Darknet .cfg of train.init_from, when not beside it
+        "freeze": None,              # {modules: [backbone], epochs: 3, norm: true}: not updated for the first
+                                     # epochs (0: all), BatchNorm statistics too
     },
     "eval": {"metric": "voc07", "iou_thresh": 0.5, "batch_size": 8},   # detections: model.nms
     "predict": {"score_thresh": 0.3},
@@ -115,10 +127,21 @@ def _is_devices(value) -> bool:
 
 
 def _is_anchors(value) -> bool:
-    return (isinstance(value, list) and len(value) > 0
+    return value == "auto" or (isinstance(value, list) and len(value) > 0
             and all(isinstance(group, list) and len(group) > 0
                     and all(isinstance(wh, list) and len(wh) == 2 and all(map(_is_size, wh)) for wh in group)
                     for group in value))
+
+
+def _or_auto(rule: Rule) -> Rule:
+    return Rule(lambda v: v == "auto" or rule.accepts(v), f"auto or {rule.expected}")
+
+
+def _is_freeze(value) -> bool:
+    return (isinstance(value, Mapping) and set(value) <= {"modules", "epochs", "norm"}
+            and isinstance(value.get("modules", []), list) and all(map(_is_text, value.get("modules", [])))
+            and _is_int(value.get("epochs", 0)) and value.get("epochs", 0) >= 0
+            and isinstance(value.get("norm", True), bool))
 
 
 def _integer(low: int, high: int | None = None) -> Rule:
@@ -156,7 +179,7 @@ RULES: Dict[str, Rule] = {
     "name": Rule(_is_text, "a non-empty string (the run folder's name)"),
     "plugins": _list_of(_is_text, "a list of plugin files (.py) or module names"),
     "model.input_size": _integer(32),
-    "model.anchors": Rule(_is_anchors, "per scale, finest first, a list of [w, h] pairs of positive numbers "
+    "model.anchors": Rule(_is_anchors, "auto, or per scale, finest first, a list of [w, h] pairs of positive numbers "
                                        "(input pixels), e.g. [[[10, 13], [16, 30]], [[62, 45], [59, 119]]]"),
     "loss.ignore_iou": _number("[0, 1]"),
     "loss.terms": _list_of(_is_component, COMPONENTS + ", at least one", empty=False),
@@ -177,8 +200,13 @@ RULES: Dict[str, Rule] = {
     "train.epochs": _integer(1),
     "train.lr": _number("(0, inf)"),
     "train.seed": _integer(0, 2 ** 32 - 1),
-    "train.val_every": _integer(0),
-    "train.checkpoint_every": _integer(1),
+    "train.val_every": _or_auto(_integer(0)),
+    "train.checkpoint_every": _or_auto(_integer(1)),
+    "train.steps": _integer(1),
+    "train.init_from": Rule(_is_text, "a path to weights (a folder, a .params or a Darknet .weights file)"),
+    "train.init_cfg": Rule(_is_text, "a path to a Darknet .cfg file"),
+    "train.freeze": Rule(_is_freeze, "a mapping like {modules: [backbone], epochs: 3, norm: true}"),
+    "data.root": Rule(_is_text, "a path to a dataset folder (Pascal VOC or YOLO txt)"),
     "train.keep_checkpoints": _integer(1),
     "train.log_every": _integer(1),
     "train.dist_timeout": _number("[0, inf)"),

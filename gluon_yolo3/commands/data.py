@@ -1,4 +1,4 @@
-"""`gluon-yolo3 data check RECIPE` and `gluon-yolo3 anchors RECIPE --k 9`."""
+"""`gluon-yolo3 data check RECIPE`, `gluon-yolo3 data show RECIPE` and `gluon-yolo3 anchors RECIPE --k 9`."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,11 @@ import typer
 from ..data.build import build_datasets
 from ..data.check import (check_dataset, class_mismatch, format_check, format_class_mismatch, jsonable_report,
                           recipe_anchors, write_box_histograms)
+from ..engine.preview import draw_training_targets
 from ..files import atomic_write_text, cannot_write
 from .common import ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
 
-data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's datasets: data check.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's datasets: data check, data show.")
 
 
 @data_app.command("check")
@@ -56,6 +57,18 @@ def check(recipe: RecipeArg, set_: SetOption = None,
     typer.echo(f"wrote {png} and {report_json}")
     if strict and any(r["problems"] for r in reports.values()):
         raise typer.Exit(code=1)
+
+
+@data_app.command("show")
+@cli_errors
+def show(recipe: RecipeArg, set_: SetOption = None,
+         count: int = typer.Option(16, help="How many training images."),
+         out: Optional[Path] = typer.Option(None, help="The PNG to write (default: runs/<recipe name>/data_show.png).")):
+    """Draw training images after the whole augmentation chain with the boxes the network will be taught, read
+    back from the encoded targets, each labelled with class, scale, cell (row, column) and anchor: one PNG."""
+    cfg = load_recipe(recipe, set_)
+    path = draw_training_targets(cfg, out or Path("runs") / cfg["name"] / "data_show.png", count=count)
+    typer.echo(f"wrote {path}")
 
 
 @cli_errors

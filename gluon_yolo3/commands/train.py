@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from .. import api
+from ..evaluation.tables import format_table
+from ..inference.weights import find_weights
 from .common import DevicesOption, ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
 
 
@@ -20,7 +22,18 @@ def train(recipe: RecipeArg, set_: SetOption = None, devices: DevicesOption = No
           resume: bool = typer.Option(False, help="Continue the run in --workdir from its last checkpoint, "
                                                   "following the recipe as given now (more epochs, another lr)."),
           progress: ProgressOption = True):
-    """Train a detector; the run folder gets the resolved recipe, metrics, checkpoints and plots."""
+    """Train a detector; the run folder gets the resolved recipe, metrics, checkpoints and plots. At the end:
+    the last validation's table, where the weights are, and what to run next."""
     summary = api.train(load_recipe(recipe, set_), workdir=str(workdir) if workdir else None, devices=devices,
                         kvstore=kvstore, resume=resume, progress=progress, log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=1, default=str))
+    if summary.get("rank", 0):
+        return
+    run = Path(summary["run_dir"])
+    if summary.get("final"):
+        typer.echo("last validation:\n" + format_table(summary["final"]))
+    weights = find_weights(run)
+    which = "the best validation's" if weights.name == "best.params" else "the last epoch's"
+    typer.echo(f"weights: {weights} ({which}; give the run folder as --weights)\nnext:\n"
+               f"  gluon-yolo3 eval {run / 'recipe.yaml'} --weights {run}\n"
+               f"  gluon-yolo3 predict {run / 'recipe.yaml'} --weights {run} IMAGE... --out predictions/")

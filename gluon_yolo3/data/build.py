@@ -6,7 +6,7 @@
 The run's class list is `data.classes`, else the training set's own (sorted VOC names, a YOLO data.yaml's
 `names`, COCO's categories); every split is built with it, so a validation split that holds another set
 of classes cannot shift the class ids. A box of a class outside the list is reported in the dataset's
-`problems` (with its file) and skipped.
+`problems` (with its file) and skipped. `data.root` (a dataset folder, `folder.py`) stands for both splits.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
 
 
 def _build_split(data: Mapping[str, Any], split: str, classes) -> Any:
-    cfg = dict(data[split])
+    cfg = dict(data[split]) if not data.get("root") else {"type": "folder", "root": data["root"], "split": split}
     if classes is not None:
         cfg["classes"] = list(classes)
     dataset = DATASETS.build(cfg)

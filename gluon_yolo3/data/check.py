@@ -150,6 +150,22 @@ def jsonable_report(report: Mapping[str, Any]) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- anchors
 
+def best_possible_recall(wh: np.ndarray, anchors: np.ndarray, ratio: float = 4.0) -> float:
+    """The share of boxes `(N, 2)` whose best anchor is within `ratio` of them in width and in height
+    (Ultralytics' best possible recall, its `anchor_t` 4.0; under 0.98 its check calls the anchors a bad fit)."""
+    if not len(wh):
+        return float("nan")
+    r = np.asarray(wh, np.float64)[:, None, :] / np.asarray(anchors, np.float64).reshape(-1, 2)[None, :, :]
+    worst_side = np.minimum(r, 1 / r).min(axis=2)                          # (N, K)
+    return float((worst_side.max(axis=1) > 1 / ratio).mean())
+
+
+def anchor_fit(wh: np.ndarray, anchors) -> Dict[str, float]:
+    """`{"mean_iou", "bpr"}` of anchors (any nesting of [w, h] pairs) on box shapes `wh (N, 2)`."""
+    flat = np.asarray([a for group in anchors for a in group], np.float64).reshape(-1, 2)
+    return {"mean_iou": mean_best_iou(wh, flat), "bpr": best_possible_recall(wh, flat)}
+
+
 def mean_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
     """Mean over boxes of the best shape IoU with any anchor."""
     if not len(wh):
@@ -196,10 +212,12 @@ def _kmeanspp(wh: np.ndarray, k: int, rng) -> np.ndarray:
     return np.array(centres, np.float64)
 
 
-def input_box_shapes(dataset, input_size: int, resize: str = "letterbox") -> np.ndarray:
-    """Box shapes `(N, 2)` as the network sees them at `input_size` (letterbox: aspect kept; resize: not)."""
+def input_box_shapes(dataset, input_size: int, resize: str = "letterbox", limit: Optional[int] = None) -> np.ndarray:
+    """Box shapes `(N, 2)` as the network sees them at `input_size` (letterbox: aspect kept; resize: not), from
+    every image, or from `limit` images spread over the dataset."""
     out = []
-    for i in range(len(dataset)):
+    count = len(dataset) if limit is None else min(len(dataset), int(limit))
+    for i in np.linspace(0, len(dataset) - 1, count).round().astype(int) if count else []:
         label, image = dataset_label(dataset, i)
         if not len(label):
             continue

@@ -119,6 +119,7 @@ class VOCDetection(FileDetectionDataset):
     """Pascal VOC style detection dataset.
 
     root: folder holding Annotations/, JPEGImages/, ImageSets/Main/; splits: split names (or one name),
+    ids: image ids to use instead of split files (e.g. a seeded split of a folder without split files),
     concatenated, duplicates kept once; classes: class names in id order, or None for the sorted names
     found in the annotations of the splits; keep_difficult: keep objects marked difficult (6th column);
     cache: reuse parsed annotations (True: the default cache folder, a path: that folder, False: off);
@@ -129,14 +130,17 @@ class VOCDetection(FileDetectionDataset):
 
     def __init__(self, root, splits: Sequence[str] | str = ("trainval",),
                  classes: Optional[Sequence[str]] = None, keep_difficult: bool = True,
-                 cache: bool | str = True, check_images: bool = True):
+                 cache: bool | str = True, check_images: bool = True, ids: Optional[Sequence[str]] = None):
         super().__init__()
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"VOC root not found: {self.root}")
         self.splits = (splits,) if isinstance(splits, str) else tuple(splits)
         self.keep_difficult = bool(keep_difficult)
-        ids = list(dict.fromkeys(i for s in self.splits for i in _read_split(self.root, s)))
+        if ids is None:
+            ids = list(dict.fromkeys(i for s in self.splits for i in _read_split(self.root, s)))
+        else:                                   # these image ids instead of split files
+            ids, self.splits = list(dict.fromkeys(str(i) for i in ids)), ()
         records = self._parse_cached(ids, cache)
         if check_images:
             paths = [self._jpeg(r.image_id) for r in records]

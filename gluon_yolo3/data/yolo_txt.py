@@ -73,6 +73,17 @@ def read_data_yaml(root) -> Tuple[Path, dict, Path]:
     return root, content, base.resolve()
 
 
+def split_names(content: dict) -> List[str]:
+    """The split entries of a data.yaml's content (train, val, test, ...)."""
+    return [k for k in content if k not in ("names", "nc", "path") and content[k] not in (None, "")]
+
+
+def split_images(root, split: str) -> List[Path]:
+    """The image files of split entry `split` of the YOLO dataset at `root` (a data.yaml or its folder)."""
+    yaml_path, content, base = read_data_yaml(root)
+    return _split_images(content[split], base, yaml_path, split)
+
+
 def _names(content: dict, where: Path) -> List[str]:
     names = content.get("names")
     if isinstance(names, dict):
@@ -174,21 +185,24 @@ class YOLOTxtDetection(FileDetectionDataset):
     """Ultralytics-style YOLO txt dataset.
 
     root: the data.yaml file, or the folder holding it; split: which split entry of data.yaml (train, val,
-    test); classes: names in label order (default: data.yaml's names; others are matched by name, unknown
+    test); images: image files to use instead of a split entry (e.g. a seeded split of the train images); classes: names in label order (default: data.yaml's names; others are matched by name, unknown
     ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False); check_images: skip
     (and report) truncated image files. `found_classes`: the sorted data.yaml names of the class ids the
     label files use, whether in `classes` or not.
     """
 
     def __init__(self, root, split: str = "train", classes: Optional[Sequence[str]] = None,
-                 cache: bool | str = True, check_images: bool = True):
+                 cache: bool | str = True, check_images: bool = True, images: Optional[Sequence[str]] = None):
         super().__init__()
         self.yaml_path, content, self.base = read_data_yaml(root)
         names = _names(content, self.yaml_path)
-        if split not in content or content[split] in (None, ""):
+        if images is not None:                  # these image files instead of a split entry
+            images = [Path(p) for p in images]
+        elif split not in content or content[split] in (None, ""):
             raise DatasetError(f"{self.yaml_path}: no '{split}' entry (has: "
-                               f"{', '.join(k for k in content if k not in ('names', 'nc', 'path'))})")
-        images = _split_images(content[split], self.base, self.yaml_path, split)
+                               f"{', '.join(split_names(content))})")
+        else:
+            images = _split_images(content[split], self.base, self.yaml_path, split)
         if not images:
             raise DatasetError(f"{self.yaml_path}: split '{split}' holds no images")
         files = [p for image in images for p in (image, label_path(image))]

@@ -8,16 +8,22 @@
 """
 from __future__ import annotations
 
+import math
 import random
-from typing import Any, Callable, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
 
+from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
 from ..data.pipeline import build_assigner, build_train_batches
+from ..files import atomic_write_text
 from ..losses.composer import YOLOLoss
 from ..models.detector import YOLOv3, build_detector
-from ..registry import HOOKS, LR_SCHEDULES, OPTIMIZERS
+from ..models.layers import resolve_norm
+from ..registry import BACKBONES, HOOKS, LR_SCHEDULES, OPTIMIZERS
+from ..schema import DEFAULTS
 from .hooks import HookBase, builtin_hooks
 
 NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
@@ -91,10 +97,10 @@ def no_bias_decay(params) -> None:
             param.wd_mult = 0.0
 
 
-def build_hooks(train_cfg: Mapping[str, Any]) -> list:
+def build_hooks(train_cfg: Mapping[str, Any], epochs: int) -> list:
     """The built-in hooks the `train` section asks for, then the recipe's `train.hooks` (plugins register them
     in `HOOKS`), all sorted by priority (stable: equal priorities keep this order)."""
-    hooks = builtin_hooks(train_cfg)
+    hooks = builtin_hooks(train_cfg, epochs)
     for index, cfg in enumerate(train_cfg.get("hooks") or []):
         hook = HOOKS.build(cfg, where=f"train.hooks.{index}")
         if not isinstance(hook, HookBase):
@@ -113,3 +119,47 @@ def log_problems(datasets: Mapping[str, Any], log: Callable[[str], None], limit:
         if len(problems) > limit:
             log(f"data.{split}: ... and {len(problems) - limit} more problems (gluon-yolo3 data check lists them "
                 "all)")
+
+
+def epochs_for(train_cfg: Dict[str, Any], images: int, batch_size: int, workers: int, log) -> int:
+    """The run's epochs: `train.epochs`, or with a step budget (`train.steps`) as many as it takes, which are
+    written into `train_cfg` (and so into the run's recipe.yaml)."""
+    if not train_cfg.get("steps"):
+        return int(train_cfg["epochs"])
+    per_epoch = max(1, (images // workers) // batch_size)
+    train_cfg["epochs"] = max(1, math.ceil(int(train_cfg["steps"]) / per_epoch))
+    log(f"train.steps {train_cfg['steps']}: {train_cfg['epochs']} epochs of {per_epoch} steps")
+    return int(train_cfg["epochs"])
+
+
+def resolve_anchors(recipe: Dict[str, Any], dataset, log, limit: int = 2000) -> Optional[Dict[str, Any]]:
+    """`model.anchors: auto`: k-means (1 - IoU) anchors of the training boxes at the input size, 3 per scale,
+    written into the recipe; explicit anchors: a warning when they fit the boxes badly (best possible recall
+    under 0.98). Either way the fit is logged beside that of the default (COCO) anchors; returns it."""
+    model = recipe["model"]
+    wh = input_box_shapes(dataset, int(model["input_size"]), recipe["data"]["resize"], limit=limit)
+    if not len(wh):
+        return None
+    default = anchor_fit(wh, DEFAULTS["model"]["anchors"])
+    auto = model["anchors"] == "auto"
+    if auto:
+        scales = len(BACKBONES.build(model["backbone"], norm=resolve_norm(model.get("norm"))).strides)
+        model["anchors"] = split_like(kmeans_anchors(wh, 3 * scales, seed=0), [3] * scales)
+    fit = anchor_fit(wh, model["anchors"])
+    log(f"model.anchors{' (auto, k-means)' if auto else ''}: {model['anchors']}: mean best IoU {fit['mean_iou']:.3f}, "
+        f"best possible recall {fit['bpr']:.3f} on {len(wh)} training boxes (the default anchors: "
+        f"{default['mean_iou']:.3f}, {default['bpr']:.3f})")
+    if not auto and fit["bpr"] < 0.98:
+        log(f"warning: model.anchors fit the training boxes badly (best possible recall {fit['bpr']:.3f} < 0.98): "
+            f"`gluon-yolo3 anchors {recipe.get('_file_', 'RECIPE')}` prints anchors that fit, or set "
+            "model.anchors: auto")
+    return {"anchors": model["anchors"], "auto": auto, "fit": fit, "default_fit": default, "boxes": len(wh)}
+
+
+def record_splits(datasets: Mapping[str, Any], run_dir: Path):
+    """A seeded train/val split of a dataset folder (`data.root` without split files), written into the run
+    folder as splits/<split>.txt (one image id per line), so that the run says which images it held out."""
+    for split, dataset in datasets.items():
+        if str(getattr(dataset, "split_source", "")).startswith("seeded"):
+            ids = [dataset.image_id(i) for i in range(len(dataset))]
+            atomic_write_text(run_dir / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in ids))

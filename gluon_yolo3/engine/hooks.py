@@ -12,6 +12,7 @@ are made from the `train.*` keys and always present:
 
 | priority | hook                | when          | does                                                      |
 | -------- | ------------------- | ------------- | --------------------------------------------------------- |
+| 5        | freeze              | before/after  | `train.freeze`: modules not updated for N epochs          |
 | 10       | metrics_writer      | after_step    | a "train" line in metrics.jsonl every `train.log_every`   |
 | 20       | validation          | after_epoch   | validation every `train.val_every` epochs, best.params    |
 | 50       | (recipe hooks)      |               | default priority of a hook                                |
@@ -29,10 +30,11 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
+from mxnet.gluon import nn
 
 from ..evaluation.plots import plot_training
 from ..evaluation.runner import evaluate
@@ -61,6 +63,60 @@ class HookBase:
 
     def after_train(self):
         pass
+
+
+@HOOKS.register("freeze")
+class Freeze(HookBase):
+    """`train.freeze`: the named modules (`backbone`, `neck`, `head`, or any parameter-name prefix such as
+    `backbone.body16`) are not updated for the first `epochs` epochs (0: the whole run); with `norm` (the
+    default) their BatchNorm layers also normalise with their running statistics and leave them unchanged."""
+
+    priority = 5
+
+    def __init__(self, modules: Sequence[str] = ("backbone",), epochs: int = 0, norm: bool = True):
+        self.prefixes = tuple(str(m) for m in modules)
+        self.epochs, self.norm = int(epochs), bool(norm)
+        self.frozen, self.lr_mult = False, {}
+
+    def before_train(self):
+        if not self.epochs or self.trainer.epoch < self.epochs:
+            self.set(True)
+
+    def after_epoch(self):
+        if self.frozen and self.epochs and self.trainer.epoch >= self.epochs:
+            self.set(False)
+            self.trainer.log(f"freeze: {', '.join(self.prefixes)} train again from epoch {self.trainer.epoch + 1}")
+
+    def set(self, frozen: bool):
+        """Freeze (lr_mult 0: the optimizer reads it at every update) or thaw the modules' parameters, and
+        switch their BatchNorm layers between running and batch statistics (the graph is traced again)."""
+        t = self.trainer
+        params = {n: p for n, p in t.net._collect_params_with_prefix().items() if n.startswith(self.prefixes)}
+        if not params:
+            raise ValueError(f"train.freeze.modules {list(self.prefixes)}: no parameter of the network starts "
+                             "with these (use backbone, neck, head or a longer parameter-name prefix)")
+        for name, param in params.items():
+            if frozen:
+                self.lr_mult[name] = param.lr_mult
+            param.lr_mult = 0.0 if frozen else self.lr_mult.get(name, 1.0)
+        if self.norm:
+            for _, block in named_blocks(t.net):
+                if isinstance(block, nn.BatchNorm) and any(block_owns(block, p) for p in params.values()):
+                    block._kwargs["use_global_stats"] = frozen
+            t.net._clear_cached_op()
+        self.frozen = frozen
+
+
+def named_blocks(block, prefix: str = ""):
+    """`(structural name, block)` of `block` and every block below it."""
+    yield prefix, block
+    for name, child in block._children.items():
+        yield from named_blocks(child, f"{prefix}.{name}" if prefix else name)
+
+
+def block_owns(block, param) -> bool:
+    """Whether `param` is one of `block`'s own parameters."""
+    return any(p is param for p in block._reg_params.values())
 
 
 @HOOKS.register("metrics_writer")
@@ -200,7 +256,15 @@ class PredictionPreviews(HookBase):
                 predictor.draw(image, folder / f"{t.val_set.image_id(i)}.jpg", gt=label, zoom=zoom)
 
 
-def builtin_hooks(train_cfg) -> list:
-    """The built-in hooks a recipe's `train` section asks for."""
-    return [MetricsWriter(train_cfg["log_every"]), Validation(train_cfg["val_every"]),
-            PeriodicCheckpoint(train_cfg["checkpoint_every"]), TrainingPlot(), PredictionPreviews()]
+def builtin_hooks(train_cfg, epochs: int) -> list:
+    """The built-in hooks a recipe's `train` section asks for (`auto` intervals: about ten over `epochs`)."""
+    hooks = [MetricsWriter(train_cfg["log_every"]), Validation(every(train_cfg["val_every"], epochs)),
+             PeriodicCheckpoint(every(train_cfg["checkpoint_every"], epochs)), TrainingPlot(), PredictionPreviews()]
+    if train_cfg.get("freeze"):
+        hooks.insert(0, Freeze(**train_cfg["freeze"]))
+    return hooks
+
+
+def every(value, epochs: int) -> int:
+    """An interval in epochs: the value, or for `auto` about a tenth of the run (at least 1)."""
+    return max(1, round(epochs / 10)) if value == "auto" else int(value)

@@ -48,6 +48,18 @@ def recipe_changes(path: Path, recipe: Mapping[str, Any], log=print) -> List[Cha
             if key != "name" and not (key == "data.classes" and a is None)]
 
 
+def log_changes(changes: Sequence[Change], meta: Mapping[str, Any], step: int, steps_per_epoch: int, lr: float,
+                log=print):
+    """Say in the log what changed since the checkpoint, and where the learning-rate schedule continues."""
+    for key, old, new in changes:
+        log(f"resume: {key} changed from {old!r} to {new!r}")
+    if step != int(meta["step"]):
+        log(f"resume: {steps_per_epoch} steps per epoch now ({meta['step']} steps in {meta['epoch']} epochs "
+            f"before): the schedule continues at step {step}")
+    if changes:
+        log(f"resume: the learning-rate schedule follows the current recipe from step {step}: lr {lr:.6g} now")
+
+
 def check_resumable(changes: Sequence[Change], meta: Mapping[str, Any], classes: Optional[Sequence[str]]):
     """CheckpointError when a change cannot be honoured, or when the checkpoint's class list differs."""
     fixed = [c for c in changes if c[0].startswith(FIXED_ON_RESUME)]

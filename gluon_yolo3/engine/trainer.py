@@ -41,11 +41,12 @@ from ..distributed import kvstore as dist
 from ..files import atomic_write_text, cannot_write
 from ..inference.weights import load_weights
 from ..recipe import resolved_yaml
-from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer,
-                       log_problems, no_bias_decay, seed_everything)
+from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, epochs_for,
+                       log_problems, no_bias_decay, record_splits, resolve_anchors, seed_everything)
 from .checkpoint import CheckpointManager, load_optimizer_states, trainer_names
 from .ema import WeightEMA, ema_config
-from .resume import check_resumable, recipe_changes
+from .resume import check_resumable, log_changes, recipe_changes
+from .warm_start import start_from
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,7 +69,7 @@ class Trainer:
                  progress: bool = True, log: Callable[[str], None] = print):
         self.recipe = copy.deepcopy(dict(recipe))    # gets the run's class list, written into recipe.yaml
         self.run_dir = Path(run_dir)
-        self.train_cfg = recipe["train"]
+        self.train_cfg = self.recipe["train"]
         self.contexts = parse_devices(devices or self.train_cfg["devices"])
         self.kvstore = kvstore or self.train_cfg["kvstore"]
         self.progress = progress
@@ -102,6 +103,7 @@ class Trainer:
         self.last_terms, self.last_images, self.bar = None, 0, None
         self.stop_requested: Optional[str] = None
         self.hooks: list = []
+        self.resuming, self.init_report = False, None
 
     @property
     def is_writer(self) -> bool:
@@ -125,7 +127,7 @@ class Trainer:
         self.build_data()
         self.build_model()
         self.build_optimizer()
-        self.register_hooks(build_hooks(self.train_cfg))
+        self.register_hooks(build_hooks(self.train_cfg, self.epochs))
 
     def join_job(self):
         """In a distributed job: the kvstore (waits for every process), rank and worker count, the watchdog."""
@@ -150,10 +152,16 @@ class Trainer:
         self.recipe["data"]["classes"] = list(self.classes)
         self.spec = InputSpec.from_recipe(self.recipe, self.classes)
         log_problems(sets, self.log)
+        self.epochs = epochs_for(self.train_cfg, len(self.train_set), self.batch_size, self.num_workers, self.log)
+        self.anchor_fit = resolve_anchors(self.recipe, self.train_set, self.log)
+        if self.is_writer:
+            record_splits(sets, self.run_dir)
 
     def build_model(self):
         """The network and the loss on every device, hybridized, and the training batches for its anchors."""
         self.net = build_model(self.recipe, self.classes, self.contexts)
+        if self.train_cfg.get("init_from") and not self.resuming:
+            self.init_report = start_from(self.recipe, self.net, self.classes, self.run_dir, self.log, self.is_writer)
         self.loss_fn = build_loss(self.recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
         self.loss_names = list(self.loss_fn.names)
@@ -199,6 +207,7 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Dict[str, Any]:
+        self.resuming = resume                  # a resumed run loads its checkpoint, not train.init_from
         self.setup()
         if resume:              # the checkpoint is checked against the recipe before anything is written
             self.resume()
@@ -373,14 +382,7 @@ class Trainer:
             for stale in self.checkpoints.folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
         self.log(f"resumed from {raw} (epoch {meta['epoch']}, step {meta['step']})")
-        for key, old, new in changes:
-            self.log(f"resume: {key} changed from {old!r} to {new!r}")
-        if self.step != int(meta["step"]):
-            self.log(f"resume: {self.steps_per_epoch} steps per epoch now ({meta['step']} steps in "
-                     f"{self.epoch} epochs before): the schedule continues at step {self.step}")
-        if changes:
-            self.log(f"resume: the learning-rate schedule follows the current recipe from step {self.step}: lr "
-                     f"{optimizer.learning_rate:.6g} now")
+        log_changes(changes, meta, self.step, self.steps_per_epoch, optimizer.learning_rate, self.log)
 
     def write_metrics(self, line: Dict[str, Any]):
         if not self.is_writer:

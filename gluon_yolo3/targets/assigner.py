@@ -92,6 +92,27 @@ class AnchorAssigner:
         return targets
 
 
+    def decode(self, targets: np.ndarray, input_hw: Tuple[int, int]) -> List[dict]:
+        """The assigned objects of a target array `(T, 10 + C)`, read back from its encoding alone: per
+        positive row, the box rebuilt from the cell offsets and log sizes (x1y1x2y2 input pixels; not the
+        stored copy in [6:10]), the classes, and where it sits: scale, row i, column j, anchor of the scale.
+
+        Inverse of `__call__` up to `min_side` (a wrong [y][x] or xywh order would put the boxes elsewhere)."""
+        out = []
+        offset = 0
+        for s, (h, w, a) in enumerate(self.grid_shapes((int(input_hw[0]), int(input_hw[1])))):
+            block = targets[offset:offset + h * w * a].reshape(h, w, a, -1)
+            offset += h * w * a
+            for i, j, k in zip(*np.nonzero(block[..., 0] > 0)):
+                t = block[i, j, k]
+                cx, cy = (j + t[1]) * self.strides[s], (i + t[2]) * self.strides[s]
+                bw, bh = np.exp(t[3:5]) * self.anchors[s][k]
+                out.append({"box": np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], np.float32),
+                            "classes": np.flatnonzero(t[NUM_BOX_FIELDS:]).tolist(), "scale": s, "row": int(i),
+                            "col": int(j), "anchor": int(k)})
+        return out
+
+
 @ASSIGNERS.register("best_anchor")
 class BestAnchorAssigner(AnchorAssigner):
     """YOLOv3's rule: each box goes to the one anchor, over all scales, with the best shape IoU."""

@@ -1,0 +1,114 @@
+"""`data.root`: one folder, VOC or YOLO txt, with or without split files; a seeded 80/20 split when it has none,
+written into the run folder; and a recipe's length as a step budget."""
+import numpy as np
+import pytest
+
+from gluon_yolo3 import api
+from gluon_yolo3.data.base import DatasetError
+from gluon_yolo3.data.build import build_datasets
+from gluon_yolo3.data.folder import seeded_split
+from gluon_yolo3.engine.trainer import Trainer
+
+TINY = ["model.input_size=64", "data.num_workers=0", "train.batch_size=2", "train.val_every=0", "train.lr=0.01",
+        "data.transforms=[]"]
+
+
+def voc_folder(root, write_voc, count=10, splits=None):
+    """A VOC folder of `count` images; `splits`: {split name: [indices]} files (none: no split files)."""
+    objects = {f"img{i:02d}": [("cat" if i % 2 else "dog", 4, 4, 30, 40, 0)] for i in range(count)}
+    write_voc(root, objects, split="all")
+    (root / "ImageSets/Main/all.txt").unlink()
+    for name, indices in (splits or {}).items():
+        (root / "ImageSets/Main" / f"{name}.txt").write_text("".join(f"img{i:02d}\n" for i in indices))
+    return root
+
+
+def ids(dataset):
+    return [dataset.image_id(i) for i in range(len(dataset))]
+
+
+def test_a_voc_folder_with_trainval_and_test(tmp_path, demo_recipe, write_voc):
+    root = voc_folder(tmp_path / "voc", write_voc, splits={"trainval": range(7), "train": range(3),
+                                                           "test": [7, 8, 9], "val": [3]})
+    sets = build_datasets(api.load(demo_recipe, [f"data.root={root}"]))
+    assert ids(sets["train"]) == [f"img{i:02d}" for i in range(7)] and ids(sets["val"]) == ["img07", "img08", "img09"]
+    assert sets["train"].split_source == "trainval" and sets["val"].split_source == "test"
+    assert sets["train"].classes == ("cat", "dog") == sets["val"].classes
+
+
+def test_a_folder_without_split_files_gets_a_seeded_80_20_split_written_into_the_run(tmp_path, demo_recipe,
+                                                                                       write_voc):
+    root = voc_folder(tmp_path / "voc", write_voc)
+    recipe = api.load(demo_recipe, TINY + [f"data.root={root}", "train.epochs=1"])
+    sets = build_datasets(recipe)
+    train, val = ids(sets["train"]), ids(sets["val"])
+    assert len(train) == 8 and len(val) == 2 and not set(train) & set(val)
+    assert sets["val"].split_source == "seeded 80/20 split"
+    again = build_datasets(recipe)                      # the same split every time
+    assert ids(again["val"]) == val
+    Trainer(recipe, tmp_path / "run", progress=False, log=lambda *_: None).fit()
+    assert (tmp_path / "run/splits/val.txt").read_text().split() == val
+    assert (tmp_path / "run/splits/train.txt").read_text().split() == train
+
+
+def test_a_yolo_folder_with_train_only_is_split_and_with_val_is_not(tmp_path, demo_recipe, write_yolo):
+    folder, _ = write_yolo(tmp_path / "yolo", num_images=10)
+    sets = build_datasets(api.load(demo_recipe, [f"data.root={folder}"]))
+    assert sets["val"].split_source == "val" and len(sets["train"]) == 10
+    text = (folder / "data.yaml").read_text().replace("val: images/val\n", "")
+    (folder / "data.yaml").write_text(text)
+    sets = build_datasets(api.load(demo_recipe, [f"data.root={folder}"]))
+    assert sets["val"].split_source == "seeded 80/20 split"
+    assert len(sets["train"]) == 8 and len(sets["val"]) == 2
+    assert not set(ids(sets["train"])) & set(ids(sets["val"]))
+
+
+def test_seeded_split_is_sorted_then_permuted_and_keeps_one_of_each():
+    assert seeded_split(["b", "a", "c", "d", "e"], 0, 0.2) == seeded_split(["e", "d", "c", "b", "a"], 0, 0.2)
+    train, val = seeded_split([str(i) for i in range(100)], 0, 0.2)
+    assert len(val) == 20 and len(train) == 80 and sorted(train + val, key=int) == [str(i) for i in range(100)]
+    assert seeded_split(["a", "b"], 0, 0.9)[0]
+    with pytest.raises(DatasetError, match="at least 2 images"):
+        seeded_split(["a"], 0, 0.2)
+
+
+def test_a_folder_that_is_no_dataset_is_named(tmp_path, demo_recipe):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DatasetError, match="photos: neither a Pascal VOC folder"):
+        build_datasets(api.load(demo_recipe, [f"data.root={tmp_path / 'photos'}"]))
+
+
+def test_a_step_budget_sets_the_epochs(tmp_path, demo_recipe):
+    recipe = api.load(demo_recipe, TINY + ["model.input_size=64", "data.train.image_size=64",
+                                           "data.val.image_size=64", "data.train.num_images=10",
+                                           "data.val.num_images=2", "train.steps=12"])
+    logged = []
+    summary = Trainer(recipe, tmp_path / "run", progress=False, log=logged.append).fit()
+    assert summary["epochs"] == 3 and summary["steps"] == 15     # 5 steps per epoch: 3 epochs cover 12
+    assert "train.steps 12: 3 epochs of 5 steps" in logged
+    assert api.load(tmp_path / "run/recipe.yaml")["train"]["epochs"] == 3
+
+
+def test_anchors_auto_are_fitted_logged_and_written(tmp_path, demo_recipe):
+    recipe = api.load(demo_recipe, TINY + ["data.train.image_size=64", "data.val.image_size=64",
+                                           "data.train.num_images=40", "data.val.num_images=2", "train.epochs=1",
+                                           "model.anchors=auto"])
+    logged = []
+    Trainer(recipe, tmp_path / "run", progress=False, log=logged.append).fit()
+    written = api.load(tmp_path / "run/recipe.yaml")["model"]["anchors"]
+    assert len(written) == 2 and all(len(group) == 3 for group in written)
+    areas = [w * h for group in written for w, h in group]
+    assert areas == sorted(areas)                                # finest scale gets the smallest
+    line = next(line for line in logged if line.startswith("model.anchors (auto, k-means)"))
+    assert "mean best IoU" in line and "best possible recall" in line and "the default anchors" in line
+
+
+def test_explicit_anchors_that_fit_badly_get_the_command_that_fixes_them(tmp_path, demo_recipe):
+    recipe = api.load(demo_recipe, TINY + ["data.train.image_size=64", "data.val.image_size=64",
+                                           "data.train.num_images=40", "data.val.num_images=2", "train.epochs=1",
+                                           "model.anchors=[[[1, 1], [1, 2], [2, 1]], [[2, 2], [2, 3], [3, 2]]]"])
+    logged = []
+    Trainer(recipe, tmp_path / "run", progress=False, log=logged.append).fit()
+    warning = next(line for line in logged if line.startswith("warning: model.anchors fit the training boxes badly"))
+    assert f"gluon-yolo3 anchors {demo_recipe}" in warning and "< 0.98" in warning and "auto" in warning
+    assert np.isfinite(float(warning.split("recall ")[1].split(" ")[0]))
