@@ -65,6 +65,18 @@ def grads(trainer):
             for name, p in trainer.net._collect_params_with_prefix().items() if p.grad_req != "null"}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, make_trainer):
+    """Weights before any step, the first batch, and the one-device gradient of the batch's mean loss."""
+    one = make_trainer(tmp_path_factory.mktemp("ref"), "ref")
+    batch = batches(one, 1)[0]
+    w0 = params(one)
+    one.compute_gradients(*batch)
+    grads = {k: p.grad().asnumpy() for k, p in one.net._collect_params_with_prefix().items()
+             if p.grad_req != "null"}
+    return w0, batch, grads
+
+
 # ---- two devices equal one -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -98,26 +110,31 @@ def test_gradient_two_devices_equals_one_device(pair):
         np.testing.assert_allclose(g2[name] / scale, g1[name] / scale, atol=1e-5, err_msg=name)
 
 
-def test_two_devices_equal_one_device_step_by_step(tmp_path, make_trainer):
-    """The same three global batches of 8 through one device and through two, SGD with momentum and weight decay:
-    after the first step every parameter (frozen BN statistics too) is alike on both devices and as on one
-    device; after the third, every trained weight is."""
+def test_two_devices_equal_one_device_step_by_step(pair, tmp_path, make_trainer):
+    """The same global batches of 8 through one device and through two. After one SGD step at lr 0.01 (the pair
+    above, after its gradients were compared), every parameter, frozen BN statistics too, is alike on both devices
+    and as on one device; after three steps with momentum and weight decay at lr 0.001, every trained weight is."""
+    one, two = pair
+    batch = batches(one, 1)[0]
+    before = params(one)
+    for trainer in pair:
+        trainer.train_step(*batch)
+    p1, p2 = params_per_device(one), params_per_device(two)
+    changed = 0
+    for name, (a,) in p1.items():
+        b0, b1 = p2[name]
+        np.testing.assert_array_equal(b0, b1, err_msg=f"{name}: devices disagree")
+        np.testing.assert_allclose(b0, a, rtol=1e-4, atol=1e-6, err_msg=name)
+        changed += int(not np.array_equal(a, before[name]))
+    assert changed > 30  # the step really moved the weights
+
     extra = ["train.optimizer={type: sgd, momentum: 0.9, wd: 0.0005}", "train.lr=0.001"]
     one = make_trainer(tmp_path, "one", extra)
     two = make_trainer(tmp_path, "two", extra, devices="cpu:0,cpu:1")
     start = params(one)
-    for step, batch in enumerate(batches(one, 3), 1):
+    for batch in batches(one, 3):             # the same three global batches of 8
         one.train_step(*batch)
         two.train_step(*batch)
-        if step == 1:
-            p1, p2 = params_per_device(one), params_per_device(two)
-            changed = 0
-            for name, (a,) in p1.items():
-                b0, b1 = p2[name]
-                np.testing.assert_array_equal(b0, b1, err_msg=f"{name}: devices disagree")
-                np.testing.assert_allclose(b0, a, rtol=1e-4, atol=1e-6, err_msg=name)
-                changed += int(not np.array_equal(a, start[name]))
-            assert changed > 30  # the step really moved the weights
     a, b0, b1 = params(one), params(two, 0), params(two, 1)
     moved = 0
     for name in trainable(one):
@@ -150,18 +167,6 @@ def test_syncbn_on_cpu_contexts_is_refused_instead_of_deadlocking(tmp_path, demo
 
 
 # ---- the training options, by hand ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, make_trainer):
-    """Weights before any step, the first batch, and the one-device gradient of the batch's mean loss."""
-    one = make_trainer(tmp_path_factory.mktemp("ref"), "ref")
-    batch = batches(one, 1)[0]
-    w0 = params(one)
-    one.compute_gradients(*batch)
-    grads = {k: p.grad().asnumpy() for k, p in one.net._collect_params_with_prefix().items()
-             if p.grad_req != "null"}
-    return w0, batch, grads
-
 
 def test_no_weight_decay_on_biases_and_batchnorm(tmp_path, reference, make_trainer):
     w0, batch, grads = reference
