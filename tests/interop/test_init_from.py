@@ -170,3 +170,24 @@ def test_freeze_holds_the_backbone_and_its_batchnorm_statistics_then_thaws(demo_
     assert not np.array_equal(seen["neck.tip16.conv.weight"], before["neck.tip16.conv.weight"])
     assert not np.array_equal(after["backbone.body16.0.conv.weight"], seen["backbone.body16.0.conv.weight"])
     assert not np.array_equal(after["backbone.body16.0.bn.running_mean"], seen["backbone.body16.0.bn.running_mean"])
+
+
+def test_decoding_with_the_sources_anchors_is_the_fine_tuning_trap(trained_demo):
+    """Why the decoder's anchors are never taken from a source: the same weights decoded with anchors other than
+    the ones their targets were encoded with lose most of their mAP (a fine-tune loaded every tensor of an imported
+    COCO model, anchors included: its losses fell while its mAP stayed near zero)."""
+    from gluon_yolo3.data.build import build_datasets
+    from gluon_yolo3.data.feed import InputSpec
+    from gluon_yolo3.evaluation.runner import evaluate
+    recipe, run = trained_demo
+    classes = api.class_names(recipe, run)
+    val = build_datasets(recipe, ("val",), classes)["val"]
+    maps = []
+    twice = [[[2 * w, 2 * h] for w, h in group] for group in recipe["model"]["anchors"]]   # another source's
+    for anchors in (recipe["model"]["anchors"], twice):
+        net = api.load_detector(recipe, run, fuse=False, hybridize=False)
+        for s, group in enumerate(anchors):
+            getattr(net.decoder, f"anchors{s}").set_data(mx.nd.array(np.reshape(group, (1, 1, 1, -1, 2))))
+        maps.append(evaluate(net, val, recipe, InputSpec.from_recipe(recipe, classes), [mx.cpu()],
+                             progress=False)[0]["map"])
+    assert maps[0] > 0.2 and maps[1] < maps[0] / 3, maps
