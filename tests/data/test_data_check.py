@@ -20,6 +20,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache_mod.ENV_VAR, str(tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_data_check_on_bccd_counts_and_names_the_zero_area_boxes(bccd_root, tmp_path, invoke, repo, sets):
     out = tmp_path / "check"
     result = invoke("data", "check", repo / "recipes/bccd_tiny.yaml", "--out", out, "--no-progress",
@@ -72,6 +73,7 @@ def broken_yolo(write_yolo):
     return broken_yolo
 
 
+@pytest.mark.slow
 def test_data_check_lists_every_bad_annotation_with_its_file(tmp_path, invoke, repo, broken_yolo):
     folder, ids = broken_yolo(tmp_path)
     recipe = tmp_path / "r.yaml"

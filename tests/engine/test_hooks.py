@@ -60,6 +60,7 @@ def test_an_unknown_hook_is_named(tmp_path, demo_recipe):
         Trainer(recipe, tmp_path, progress=False, log=quiet).fit()
 
 
+@pytest.mark.slow
 def test_the_early_stopping_plugin_ends_the_run_checkpointed(tmp_path, elsewhere, demo_recipe, repo):
     recipe = tmp_path / "stop.yaml"
     recipe.write_text(f"_base_: {demo_recipe}\nplugins: [{repo / 'plugins/early_stopping.py'}]\n"

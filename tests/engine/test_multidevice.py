@@ -110,6 +110,7 @@ def test_gradient_two_devices_equals_one_device(pair):
         np.testing.assert_allclose(g2[name] / scale, g1[name] / scale, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_two_devices_equal_one_device_step_by_step(pair, tmp_path, make_trainer):
     """The same global batches of 8 through one device and through two. After one SGD step at lr 0.01 (the pair
     above, after its gradients were compared), every parameter, frozen BN statistics too, is alike on both devices

@@ -518,6 +518,7 @@ print(json.dumps(test_losses.objectness_gradient(hybridize=False).tolist()))
 """
 
 
+@pytest.mark.slow
 def test_gradient_imperative():
     # run in a child process: the failure mode is a segfault, which would take pytest down with it
     import json

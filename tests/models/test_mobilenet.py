@@ -100,7 +100,7 @@ TINY = ["model.input_size=64", "data.train.image_size=64", "data.val.image_size=
 
 
 @pytest.mark.parametrize("backbone, neck", [
-    ("mobilenet1.0", "{type: yolov3}"),
+    pytest.param("mobilenet1.0", "{type: yolov3}", marks=pytest.mark.slow),      # 2.5 s a test
     ("mobilenet0.25", "{type: yolov3}"),
     ("mobilenet0.25", "{type: yolov3_gluoncv, widths: [128, 128, 256]}"),
 ])
