@@ -63,7 +63,8 @@ def check(recipe: RecipeArg, set_: SetOption = None,
 @cli_errors
 def show(recipe: RecipeArg, set_: SetOption = None,
          count: int = typer.Option(16, help="How many training images."),
-         out: Optional[Path] = typer.Option(None, help="The PNG to write (default: runs/<recipe name>/data_show.png).")):
+         out: Optional[Path] = typer.Option(None, help="The PNG to write "
+                                                        "(default: runs/<recipe name>/data_show.png).")):
     """Draw training images after the whole augmentation chain with the boxes the network will be taught, read
     back from the encoded targets, each labelled with class, scale, cell (row, column) and anchor: one PNG."""
     cfg = load_recipe(recipe, set_)

@@ -69,7 +69,8 @@ def folder(root, split: str = "train", classes: Optional[Sequence[str]] = None, 
         return dataset
     if voc:     # the train split's images, else every annotated image
         items = (_lines(root / "ImageSets" / "Main" / f"{train}.txt") if train else
-                 [p.stem for p in (root / "Annotations").glob("*.xml") if (root / "JPEGImages" / f"{p.stem}.jpg").is_file()])
+                 [p.stem for p in (root / "Annotations").glob("*.xml")
+                  if (root / "JPEGImages" / f"{p.stem}.jpg").is_file()])
     elif train:
         items = [str(p) for p in split_images(root, train)]
     else:

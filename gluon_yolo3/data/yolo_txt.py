@@ -185,7 +185,8 @@ class YOLOTxtDetection(FileDetectionDataset):
     """Ultralytics-style YOLO txt dataset.
 
     root: the data.yaml file, or the folder holding it; split: which split entry of data.yaml (train, val,
-    test); images: image files to use instead of a split entry (e.g. a seeded split of the train images); classes: names in label order (default: data.yaml's names; others are matched by name, unknown
+    test); images: image files to use instead of a split entry (e.g. a seeded split of the train images);
+    classes: names in label order (default: data.yaml's names; others are matched by name, unknown
     ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False); check_images: skip
     (and report) truncated image files. `found_classes`: the sorted data.yaml names of the class ids the
     label files use, whether in `classes` or not.

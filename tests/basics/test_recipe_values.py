@@ -11,7 +11,7 @@ from gluon_yolo3.registry import ALL, Registry, RegistryError
 
 TINY = ["data.train.num_images=16", "data.val.num_images=8", "train.batch_size=8", "train.epochs=1",
         "model.input_size=64", "data.train.image_size=64", "data.val.image_size=64", "data.num_workers=0"]
-ANCHORS_EXPECTED = "model.anchors must be per scale, finest first, a list of [w, h] pairs of positive numbers"
+ANCHORS_EXPECTED = "model.anchors must be auto, or per scale, finest first, a list of [w, h] pairs of positive numbers"
 
 
 # ---- values against the defaults' types and ranges ----------------------------------------------------
@@ -32,8 +32,8 @@ ANCHORS_EXPECTED = "model.anchors must be per scale, finest first, a list of [w,
     ("train.no_bias_decay=null", "train.no_bias_decay must be true or false, got null"),
     ("train.seed=abc", "train.seed must be an integer in [0, 4294967295], got 'abc'"),
     ("train.seed=-1", "train.seed must be an integer in [0, 4294967295], got -1"),
-    ("train.val_every=-1", "train.val_every must be an integer >= 0, got -1"),
-    ("train.checkpoint_every=0", "train.checkpoint_every must be an integer >= 1, got 0"),
+    ("train.val_every=-1", "train.val_every must be auto or an integer >= 0, got -1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every must be auto or an integer >= 1, got 0"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints must be an integer >= 1, got 0"),
     ("train.log_every=0", "train.log_every must be an integer >= 1, got 0"),
     ("train.clip_grad_norm=abc", "train.clip_grad_norm must be a number, got 'abc'"),

@@ -44,7 +44,8 @@ def shapes_run(demo_recipe, tmp_path_factory):
 
 def test_our_run_folder_loads_by_role_and_copies_head_rows_by_class_name(shapes_run, demo_recipe, tmp_path):
     recipe = api.load(demo_recipe, TINY + [
-        f"train.init_from={shapes_run}", "model.anchors=[[[10, 10], [20, 20], [30, 30]], [[40, 40], [50, 50], [60, 60]]]"])
+        f"train.init_from={shapes_run}",
+        "model.anchors=[[[10, 10], [20, 20], [30, 30]], [[40, 40], [50, 50], [60, 60]]]"])
     source = params(api.load_detector(api.load(demo_recipe, TINY), shapes_run, hybridize=False))
     net = build_model(recipe, ["triangle", "star", "circle"], [mx.cpu()])
     fresh = params(net)
@@ -146,9 +147,10 @@ def test_a_gluoncv_network(tmp_path, recipes):
 
 
 def test_freeze_holds_the_backbone_and_its_batchnorm_statistics_then_thaws(demo_recipe, tmp_path):
+    schedule = "train.lr_schedule={type: warmup_step, warmup_epochs: 0, milestones: [100]}"
     recipe = api.load(demo_recipe, TINY + ["train.epochs=2", "train.freeze={modules: [backbone], epochs: 1}",
                                            "data.train.num_images=8", "train.optimizer={type: sgd, momentum: 0.0}",
-                                           "train.lr_schedule={type: warmup_step, warmup_epochs: 0, milestones: [100]}"])
+                                           schedule])
     trainer = Trainer(recipe, tmp_path / "run", progress=False, log=quiet)
     trainer.setup()
     trainer.setup = lambda: None
