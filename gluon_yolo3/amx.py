@@ -33,17 +33,31 @@ ARCH_REQ_XCOMP_PERM = 0x1023
 XFEATURE_XTILEDATA = 18
 
 
-def cpu_has_amx_int8() -> bool:
-    """Whether the CPU flags in /proc/cpuinfo list the AMX tiles and their int8 instructions (the first CPU's
-    flags: read at every import, so the file is not read past them)."""
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")   # bfloat16 convolutions on AMX tiles, or on AVX-512 units
+
+
+def cpu_flags() -> set:
+    """The CPU flags /proc/cpuinfo lists (the first CPU's: read at every import, so the file is not read past
+    them); empty where there is no such file."""
     try:
         with open(CPUINFO) as lines:
             for line in lines:
                 if line.startswith("flags"):
-                    return {"amx_tile", "amx_int8"} <= set(line.split(":", 1)[1].split())
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
+
+
+def cpu_has_amx_int8() -> bool:
+    """Whether the CPU lists the AMX tiles and their int8 instructions."""
+    return {"amx_tile", "amx_int8"} <= cpu_flags()
+
+
+def cpu_bf16() -> str | None:
+    """The CPU flag that runs bfloat16 convolutions fast (`amx_bf16`, else `avx512_bf16`), or None."""
+    flags = cpu_flags()
+    return next((f for f in BF16_FLAGS if f in flags), None)
 
 
 def request_tile_permission() -> bool:

@@ -57,15 +57,18 @@ def train(recipe: Mapping[str, Any], workdir: Optional[str] = None, devices=None
 
 
 def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metric: Optional[str] = None,
-             split: str = "val", progress: bool = True, fuse: Optional[bool] = None):
+             split: str = "val", progress: bool = True, fuse: Optional[bool] = None,
+             precision: Optional[str] = None):
     """(metric result dict, per-image detections) of the weights on the recipe's `split` dataset, with the
-    run's class list; `fuse` as in load_detector."""
+    run's class list; `fuse` and `precision` as in load_detector (the result says its precision)."""
     contexts = parse_devices(devices or recipe["train"]["devices"])
     classes = class_names(recipe, weights)
     dataset = build_datasets(recipe, splits=(split,), classes=classes)[split]
-    net = load_detector(recipe, weights, contexts, classes=classes, fuse=fuse)
-    return run_eval(net, dataset, recipe, InputSpec.from_recipe(recipe, classes), contexts, metric=metric,
-                    progress=progress)
+    net = load_detector(recipe, weights, contexts, classes=classes, fuse=fuse, precision=precision)
+    result, detections = run_eval(net, dataset, recipe, InputSpec.from_recipe(recipe, classes), contexts,
+                                  metric=metric, progress=progress)
+    result["precision"] = precision or "float32"
+    return result, detections
 
 
 class Predictor(_predictor.Predictor):
@@ -74,9 +77,10 @@ class Predictor(_predictor.Predictor):
 
     def __init__(self, recipe: Mapping[str, Any], weights: str | Path | None = None, net: YOLOv3 = None,
                  classes: Optional[Sequence[str]] = None, contexts=None, score_thresh: Optional[float] = None,
-                 fuse: Optional[bool] = None):
+                 fuse: Optional[bool] = None, precision: Optional[str] = None):
         contexts = contexts or [mx.cpu()]
         classes = list(classes) if classes is not None else class_names(recipe, weights)
-        net = net if net is not None else load_detector(recipe, weights, contexts, classes, fuse=fuse)
+        net = net if net is not None else load_detector(recipe, weights, contexts, classes, fuse=fuse,
+                                                        precision=precision)
         super().__init__(InputSpec.from_recipe(recipe, classes), net, contexts,
                          recipe["predict"]["score_thresh"] if score_thresh is None else score_thresh)

@@ -80,7 +80,9 @@ DEFAULTS: Dict[str, Any] = {
         "clip_grad_norm": 0.0,       # clip the global L2 norm of the summed gradient to this; 0 = off
         "ema": None,                 # EMA of the weights for validation and saving: {decay: 0.9998,
                                      # warmup_steps: 2000}; null = off
-        "amp": None,                 # mixed precision: float16 (GPU only, MXNet AMP); null = float32
+        "amp": None,                 # mixed precision: bfloat16 (CPUs with AMX or AVX512-BF16: convolutions in
+                                     # bfloat16, weights, BatchNorm statistics, loss and update in float32),
+                                     # float16 (GPUs, MXNet AMP); null = float32
         "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
                                      # validation) before it stops with an error; 0 = forever
         "hooks": [],                 # more training hooks beside the built-ins: [{type: early_stopping, ...}]

@@ -11,7 +11,7 @@ import typer
 from ..devices import parse_devices
 from ..files import atomic_write_text
 from ..speed.timing import deployed_latency, inference_latency, training_throughput
-from .common import DevicesOption, FuseOption, RecipeArg, SetOption, cli_errors, load_recipe
+from .common import DevicesOption, FuseOption, PrecisionOption, RecipeArg, SetOption, cli_errors, load_recipe
 
 
 @cli_errors
@@ -23,7 +23,7 @@ def benchmark(recipe: RecipeArg,
               batch_sizes: str = typer.Option("1,8", help="Inference batch sizes, comma-separated "
                                                           "(empty: skip inference)."),
               runs: int = typer.Option(10, help="Timed inference calls per batch size (median)."),
-              fuse: FuseOption = None,
+              fuse: FuseOption = None, precision: PrecisionOption = None,
               deployed: Optional[List[Path]] = typer.Option(
                   None, help="Also time this exported or quantized model (an int8 folder from `quantize`, an "
                              "export folder, an .onnx file), at the same batch sizes. Repeatable."),
@@ -45,9 +45,11 @@ def benchmark(recipe: RecipeArg,
                    f"{t['batch_size']} images on {','.join(t['devices'])}, {t['workers']} data workers, "
                    f"{t['data_wait_s']:.3f} s per step waiting for data)")
     if sizes:
-        r = result["inference"] = inference_latency(cfg, weights, sizes, runs, fuse=fuse, contexts=contexts[:1])
+        r = result["inference"] = inference_latency(cfg, weights, sizes, runs, fuse=fuse, contexts=contexts[:1],
+                                                    precision=precision)
+        kind = " (fused graph)" if r["fused"] else " (bfloat16)" if precision else ""
         for batch, row in r["batches"].items():
-            typer.echo(f"inference{' (fused graph)' if r['fused'] else ''}, batch {batch}, {r['size']} px: "
+            typer.echo(f"inference{kind}, batch {batch}, {r['size']} px: "
                        f"{row['ms']:.2f} ms ({row['img_s']:.1f} images/s, {row['gflops']:.1f} GFLOP/s; "
                        f"{r['gflop_per_image']:.2f} GFLOP per image)")
         for path in deployed or []:

@@ -33,6 +33,9 @@ DevicesOption = Annotated[Optional[str], typer.Option(help=DEVICES_HELP)]
 FuseOption = Annotated[Optional[bool], typer.Option("--fuse/--no-fuse", help=FUSE_HELP)]
 ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
 WeightsOption = Annotated[Path, typer.Option(help=WEIGHTS_HELP)]
+PrecisionOption = Annotated[Optional[str], typer.Option(
+    help="bfloat16: the convolutions compute in bfloat16 (CPUs with AMX or AVX512-BF16; no calibration); "
+         "default float32.")]
 
 
 def fail(err: BaseException):

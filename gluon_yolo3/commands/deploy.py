@@ -9,7 +9,7 @@ from ..deploy.export import export_mxnet, export_onnx
 from ..deploy.onnx_int8 import quantize_onnx
 from ..deploy.quantize import quantize_detector
 from ..deploy.zoo import pack as pack_zoo
-from .common import RecipeArg, SetOption, WeightsOption, cli_errors, echo_json, load_recipe
+from .common import PrecisionOption, RecipeArg, SetOption, WeightsOption, cli_errors, echo_json, load_recipe
 
 
 @cli_errors
@@ -21,13 +21,15 @@ def export(recipe: RecipeArg, weights: WeightsOption,
            dynamic: bool = typer.Option(True, help="onnx: leave batch size, height and width free "
                                                    "(--no-dynamic fixes them to --batch-size x input size)."),
            batch_size: int = typer.Option(1, help="onnx with --no-dynamic: the fixed batch size."),
-           set_: SetOption = None):
-    """Export a trained detector for deployment (MXNet symbol or ONNX)."""
+           precision: PrecisionOption = None, set_: SetOption = None):
+    """Export a trained detector for deployment (MXNet symbol, in float32 or bfloat16, or ONNX)."""
     if format_ not in ("mxnet", "onnx"):
         raise ValueError(f"--format must be mxnet or onnx, got {format_!r}")
+    if precision is not None and format_ != "mxnet":
+        raise ValueError("--precision bfloat16 is for --format mxnet (ONNX Runtime runs float32 or int8)")
     cfg = load_recipe(recipe, set_)
     if format_ == "mxnet":
-        summary = export_mxnet(cfg, weights, out)
+        summary = export_mxnet(cfg, weights, out, precision=precision)
     else:
         summary = export_onnx(cfg, weights, out, batch_size=batch_size, dynamic=dynamic)
     echo_json(summary)

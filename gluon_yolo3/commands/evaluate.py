@@ -12,8 +12,8 @@ from ..evaluation.reports import default_report_folder, jsonable, write_report
 from ..evaluation.runner import evaluate_deployed
 from ..evaluation.tables import format_comparison, format_table
 from ..files import atomic_write_text, cannot_write
-from .common import (DevicesOption, FuseOption, ProgressOption, RecipeArg, SetOption, WeightsOption, cli_errors,
-                     load_recipe)
+from .common import (DevicesOption, FuseOption, PrecisionOption, ProgressOption, RecipeArg, SetOption, WeightsOption,
+                     cli_errors, load_recipe)
 
 
 @cli_errors
@@ -31,12 +31,17 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
              deployed: Optional[Path] = typer.Option(None, help="Also evaluate this int8 folder (`quantize`), "
                                                                 "export folder or .onnx file and print its mAP "
                                                                 "beside --weights'."),
-             fuse: FuseOption = None):
-    """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report."""
+             fuse: FuseOption = None, precision: PrecisionOption = None):
+    """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report. With
+    --precision bfloat16, also the float32 mAP and the difference."""
     cfg = load_recipe(recipe, set_)
     result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
-                                      progress=progress, fuse=fuse)
+                                      progress=progress, fuse=fuse, precision=precision)
     typer.echo(format_table(result))
+    if precision is not None:
+        reference, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split, progress=progress,
+                                    fuse=fuse)
+        typer.echo(format_comparison(reference, {**result, "model": precision}))
     if json_out:
         atomic_write_text(json_out, json.dumps(jsonable(result), indent=1))
         typer.echo(f"wrote {json_out}")

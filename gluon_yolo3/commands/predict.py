@@ -10,7 +10,7 @@ import typer
 from .. import api
 from ..devices import parse_devices
 from ..files import atomic_write_text, cannot_write, make_folder
-from .common import DevicesOption, FuseOption, RecipeArg, SetOption, cli_errors, fail, load_recipe
+from .common import DevicesOption, FuseOption, PrecisionOption, RecipeArg, SetOption, cli_errors, fail, load_recipe
 
 
 @cli_errors
@@ -25,7 +25,7 @@ def predict(recipe: RecipeArg,
             set_: SetOption = None,
             score_thresh: Optional[float] = typer.Option(None, help="Keep detections scoring at least this "
                                                                     "(default: the recipe's predict.score_thresh)."),
-            devices: DevicesOption = None, fuse: FuseOption = None):
+            devices: DevicesOption = None, fuse: FuseOption = None, precision: PrecisionOption = None):
     """Detect objects in images; write them drawn and as JSON into --out. An unreadable image is skipped with a
     warning (the others are still written) and the exit code is 2."""
     if sum(x is not None for x in (weights, exported, onnx)) != 1:
@@ -33,7 +33,8 @@ def predict(recipe: RecipeArg,
     cfg = load_recipe(recipe, set_)
     contexts = parse_devices(devices or "cpu:0")[:1]
     if weights is not None:
-        predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh, fuse=fuse)
+        predictor = api.Predictor(cfg, weights, contexts=contexts, score_thresh=score_thresh, fuse=fuse,
+                                  precision=precision)
     else:
         predictor = api.deployed_predictor(exported or onnx, cfg, score_thresh=score_thresh, ctx=contexts[0])
     make_folder(out)

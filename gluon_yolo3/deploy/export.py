@@ -88,24 +88,26 @@ def staged(out: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_plain(recipe: Mapping[str, Any], weights):
+def load_plain(recipe: Mapping[str, Any], weights, precision: str | None = None):
     """(the recipe's detector with `weights`, not hybridized, on the CPU; the run's class list)."""
     classes = class_names(recipe, weights)
-    return load_detector(recipe, weights, classes=classes, hybridize=False), classes
+    return load_detector(recipe, weights, classes=classes, hybridize=False, precision=precision), classes
 
 
-def export_mxnet(recipe: Mapping[str, Any], weights, out, prefix: str = "model") -> Dict[str, Any]:
-    """Write `out/<prefix>-symbol.json`, `out/<prefix>-0000.params` and `out/deploy.json`."""
-    net, classes = load_plain(recipe, weights)
+def export_mxnet(recipe: Mapping[str, Any], weights, out, prefix: str = "model",
+                 precision: str | None = None) -> Dict[str, Any]:
+    """Write `out/<prefix>-symbol.json`, `out/<prefix>-0000.params` and `out/deploy.json`. `precision="bfloat16"`:
+    the graph computes its convolutions in bfloat16 (float32 parameters in the file, cast in the graph)."""
+    net, classes = load_plain(recipe, weights, precision)
     net.hybridize(static_alloc=True)
     size = int(recipe["model"]["input_size"])
     net(mx.nd.zeros((1, 3, size, size)))
     out = Path(out)
     info = deploy_info(recipe, classes, "mxnet", symbol=f"{prefix}-symbol.json", params=f"{prefix}-0000.params",
-                       outputs=["ids", "scores", "boxes"], input_name="data")
+                       outputs=["ids", "scores", "boxes"], input_name="data", precision=precision or "float32")
     files = [info["symbol"], info["params"], DEPLOY_FILE]
     with staged(out) as (staging, publish):
-        net.export(str(staging / prefix), epoch=0)
+        net.export(str(staging / prefix), epoch=0, remove_amp_cast=False)   # keep a bfloat16 graph bfloat16
         (staging / DEPLOY_FILE).write_text(json.dumps(info, indent=1))
         publish(files)
     return {"folder": str(out), "files": files}

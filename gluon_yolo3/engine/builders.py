@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
+from ..amx import BF16_FLAGS, cpu_bf16
 from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
 from ..data.pipeline import build_assigner, build_train_batches
 from ..files import atomic_write_text
@@ -27,22 +28,27 @@ from ..schema import DEFAULTS
 from .hooks import HookBase, builtin_hooks
 
 NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
-AMP_TYPES = ("float16",)
+AMP_TYPES = ("float16", "bfloat16")
 
 
 def amp_type(value: Any, contexts) -> Optional[str]:
-    """`train.amp` -> None (off) or "float16"; float16 only on GPUs (MXNet's AMP), a clear error otherwise."""
+    """`train.amp` -> None (off), "float16" (GPUs: MXNet's AMP with loss scaling) or "bfloat16" (CPUs with
+    AMX-BF16 or AVX512-BF16: `models/precision.py`); a clear error where the devices cannot run it."""
     if value in (None, False, "", "off", "float32"):
         return None
     if value not in AMP_TYPES:
-        raise ValueError(f"train.amp must be null (off) or float16, got {value!r}"
-                         + ("; bfloat16 AMP on CPU in MXNet 1.9.1 was measured slower than float32 and "
-                            "crashing, so it is not offered" if str(value).startswith("bf") else ""))
-    if any(ctx.device_type != "gpu" for ctx in contexts):
-        raise ValueError(f"train.amp: {value} needs GPU devices (train.devices / --devices gpu:0,...); "
-                         f"got {', '.join(str(c) for c in contexts)}. Mixed precision on CPU is not offered: "
-                         "MXNet 1.9.1's bfloat16 path was measured slower than float32 and crashing. Set "
-                         "train.amp to null to train in float32.")
+        raise ValueError(f"train.amp must be null (off), float16 (GPU) or bfloat16 (CPU), got {value!r}")
+    if value == "float16" and any(ctx.device_type != "gpu" for ctx in contexts):
+        raise ValueError(f"train.amp: float16 needs GPU devices (train.devices / --devices gpu:0,...); got "
+                         f"{', '.join(str(c) for c in contexts)}. On a CPU with AMX or AVX512-BF16, train.amp: "
+                         "bfloat16; else null (float32).")
+    if value == "bfloat16":
+        if any(ctx.device_type != "cpu" for ctx in contexts):
+            raise ValueError("train.amp: bfloat16 runs on CPU devices; on GPUs use float16")
+        if cpu_bf16() is None:
+            raise ValueError(f"train.amp: bfloat16 needs a CPU with {' or '.join(BF16_FLAGS)} (Intel Sapphire "
+                             "Rapids or Cooper Lake and later), and this CPU's flags (/proc/cpuinfo) list neither: "
+                             "without them bfloat16 runs slower than float32. Set train.amp to null.")
     return str(value)
 
 

@@ -40,6 +40,7 @@ from ..devices import parse_devices, split_batch
 from ..distributed import kvstore as dist
 from ..files import atomic_write_text, cannot_write
 from ..inference.weights import load_weights
+from ..models.precision import set_compute_dtype
 from ..recipe import resolved_yaml
 from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, epochs_for,
                        log_problems, no_bias_decay, record_splits, resolve_anchors, seed_everything)
@@ -121,8 +122,8 @@ class Trainer:
     # ---- set-up: one named builder per piece -------------------------------------------------------
     def setup(self):
         self.join_job()
-        if self.amp:
-            amp.init(target_dtype=self.amp)     # before the network is built
+        if self.amp == "float16":
+            amp.init(target_dtype="float16")   # GPUs: MXNet's AMP, before the network is built
         seed_everything(int(self.train_cfg["seed"]))
         self.build_data()
         self.build_model()
@@ -165,6 +166,8 @@ class Trainer:
         self.loss_fn = build_loss(self.recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
         self.loss_names = list(self.loss_fn.names)
+        if self.amp == "bfloat16":          # convolutions in bfloat16, weights and the rest in float32
+            set_compute_dtype(self.net, "bfloat16")
         if self.train_cfg["hybridize"]:
             self.net.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize(static_alloc=True, static_shape=True)
@@ -188,7 +191,7 @@ class Trainer:
         self.trainable_names = [structural.get(id(p), p.name) for p in self.trainable]
         self.gluon_trainer = gluon.Trainer(params, build_optimizer(self.train_cfg, self.steps_per_epoch),
                                            kvstore=self.kv or self.kvstore, update_on_kvstore=False)
-        if self.amp:
+        if self.amp == "float16":
             amp.init_trainer(self.gluon_trainer)
         if self.distributed:
             with self._guard("sharing rank 0's initial weights"):
@@ -299,7 +302,7 @@ class Trainer:
         with autograd.record():
             per_device = [self.loss_fn(t, g, *self.net(xd)) for xd, t, g in zip(xs, ts, gs)]
             totals = [loss.sum() / self.global_batch for loss in per_device]
-        if self.amp:
+        if self.amp == "float16":
             with amp.scale_loss(totals, self.gluon_trainer) as scaled:
                 autograd.backward(scaled)
         else:
@@ -314,7 +317,7 @@ class Trainer:
         if self.amp != "float16":       # float16: MXNet AMP's loss scaler skips overflowing steps itself
             self.check_gradients()
         if self.clip_grad_norm > 0:
-            if self.amp:
+            if self.amp == "float16":
                 amp.unscale(self.gluon_trainer)
             # after the allreduce every device holds the whole summed gradient: clip each copy alike
             norms = [gluon.utils.clip_global_norm([p.grad(ctx) for p in self.trainable], self.clip_grad_norm,

@@ -140,8 +140,9 @@ def onnx_info(path) -> Dict[str, Any]:
 
 
 def deployed_label(info: Mapping[str, Any]) -> str:
-    """What runs a deployed model: "mxnet", "onnx", "int8" (MXNet's), "onnx-int8" (onnxruntime's)."""
-    return str(info.get("format")) + ("-int8" if info.get("precision") == "int8" else "")
+    """What runs a deployed model: "mxnet", "mxnet-bf16", "onnx", "int8" (MXNet's), "onnx-int8" (onnxruntime's)."""
+    suffix = {"int8": "-int8", "bfloat16": "-bf16"}.get(info.get("precision"), "")
+    return str(info.get("format")) + suffix
 
 
 def load_deployed(path, ctx=None):

@@ -13,6 +13,7 @@ import mxnet as mx
 
 from ..data.build import build_datasets
 from ..models.detector import YOLOv3, build_detector
+from ..models.precision import set_compute_dtype
 from .weights import find_weights, load_weights, weights_classes
 
 # oneDNN's graph fusion: in the CPU wheels (and the GPU ones, for their CPU contexts)
@@ -36,9 +37,11 @@ def class_names(recipe: Mapping[str, Any], weights: str | Path | None = None) ->
 
 def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
                   classes: Optional[Sequence[str]] = None, hybridize: bool = True,
-                  fuse: Optional[bool] = None) -> YOLOv3:
+                  fuse: Optional[bool] = None, precision: Optional[str] = None) -> YOLOv3:
     """A detector with weights from a `.params` file, a run folder or a zoo folder, on `contexts` (default
-    cpu:0); `classes` default: `class_names(recipe, weights)`.
+    cpu:0); `classes` default: `class_names(recipe, weights)`. `precision="bfloat16"`: the convolutions compute
+    in bfloat16 (`models/precision.py`; not fused: oneDNN's fused graph folds BatchNorm into bfloat16 weights,
+    which moved scores by 0.03 where the plain graph moves them by 0.001).
 
     `fuse` (implies hybridize): oneDNN fuses each conv + BatchNorm + LeakyReLU into one primitive
     (`optimize_for(backend='MKLDNN')`, partitioned at batch 1 and `model.input_size`; another input shape
@@ -53,8 +56,10 @@ def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
     # float16 storage (zoo folders) loads into the float32 network
     load_weights(net, path, contexts, what=f"weights ({recipe['model']['backbone']['type']}, "
                                            f"{len(classes)} classes):")
+    if precision is not None:
+        set_compute_dtype(net, precision)
     if fuse is None:
-        fuse = hybridize and len(contexts) == 1 and contexts[0].device_type == "cpu" and ONEDNN
+        fuse = hybridize and len(contexts) == 1 and contexts[0].device_type == "cpu" and ONEDNN and precision is None
     if fuse and all(c.device_type == "cpu" for c in contexts):
         size = int(recipe["model"]["input_size"])
         # static_shape: without it the fused graph ran 1.3x slower than with it (benchmarks/PROFILE.md);

@@ -6,6 +6,7 @@ from typing import Sequence
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from gluon_yolo3.models.precision import float32
 from gluon_yolo3.registry import HEADS
 
 
@@ -21,11 +22,14 @@ class HeadConv(nn.Conv2D):
     a plain Convolution; the Trainer switches it on for CPU training (`YOLOHead.pad_outputs`).
     """
 
+    compute_dtype = None        # the network's: the head itself computes in float32 (precision.py)
+
     def __init__(self, channels: int, **kwargs):
         super().__init__(channels, **kwargs)
         self.pad_to = 0
 
     def hybrid_forward(self, F, x, weight, bias=None):
+        x = float32(F, x, self.compute_dtype)
         extra = (-self._channels) % self.pad_to if self.pad_to > 1 else 0
         if not extra or bias is None:
             return super().hybrid_forward(F, x, weight, bias)

@@ -7,6 +7,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from gluon_yolo3.models.precision import Conv2D
 from gluon_yolo3.registry import closest
 
 NORM_TYPES = ("batchnorm", "frozen", "syncbn")
@@ -69,7 +70,8 @@ def make_norm(norm: Mapping[str, Any] | None = None, in_channels: int = 0,
 
 
 class ConvBNLeaky(gluon.HybridBlock):
-    """Conv2D (no bias, padding kernel // 2) + norm + LeakyReLU(0.1).
+    """Conv2D (no bias, padding kernel // 2) + norm + LeakyReLU(0.1), in the network's compute dtype
+    (`precision.py`: float32, or bfloat16 with float32 parameters).
 
     `(B, in_channels, H, W) -> (B, channels, ceil(H / stride), ceil(W / stride))` for odd kernels.
     `in_channels=0` defers the weight shape to the first forward.
@@ -79,9 +81,8 @@ class ConvBNLeaky(gluon.HybridBlock):
                  in_channels: int = 0, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.conv = nn.Conv2D(channels, kernel_size=kernel, strides=stride,
-                                  padding=kernel // 2, use_bias=False, in_channels=in_channels,
-                                  prefix="conv_")
+            self.conv = Conv2D(channels, kernel_size=kernel, strides=stride, padding=kernel // 2,
+                               use_bias=False, in_channels=in_channels, prefix="conv_")
             self.bn = make_norm(norm, in_channels=channels, prefix="bn_")
             self.act = nn.LeakyReLU(0.1, prefix="leaky_")
 

@@ -7,6 +7,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from gluon_yolo3.models.layers import ConvBNLeaky, round_channels
+from gluon_yolo3.models.precision import cast, float32
 from gluon_yolo3.registry import NECKS
 
 
@@ -34,9 +35,10 @@ class DetectionBlock(gluon.HybridBlock):
         return route, self.tip(route)
 
 
-def upsample2(F, x):
-    """Nearest-neighbour x2: `(B, C, H, W) -> (B, C, 2H, 2W)`."""
-    return F.UpSampling(x, scale=2, sample_type="nearest", num_args=1)
+def upsample2(F, x, dtype=None):
+    """Nearest-neighbour x2: `(B, C, H, W) -> (B, C, 2H, 2W)`, in float32 (MXNet 1.9.1 has no bfloat16
+    UpSampling on the CPU) and back in the compute `dtype`."""
+    return cast(F, F.UpSampling(float32(F, x, dtype), scale=2, sample_type="nearest", num_args=1), dtype)
 
 
 @NECKS.register("yolov3")
@@ -48,6 +50,8 @@ class YOLOv3Neck(gluon.HybridBlock):
     `channels[s] = 2 * c_s`, `c_coarsest = in_channels[-1] // 2` and c halves at each finer scale
     (1024, 512, 256 tip channels for Darknet-53), unless `widths` gives every c_s (finest first).
     """
+
+    compute_dtype = None        # precision.py: the upsampling and the concatenation follow it
 
     def __init__(self, in_channels: Sequence[int], norm=None, *, widths: Sequence[int] | None = None,
                  prefix=None, params=None):
@@ -92,8 +96,8 @@ class YOLOv3Neck(gluon.HybridBlock):
             route, tip = self.blocks[k](x)
             tips.append(tip)
             if k < len(features) - 1:
-                up = upsample2(F, self.reduces[k](route))
-                x = F.concat(up, features[-2 - k], dim=1)
+                up = upsample2(F, self.reduces[k](route), self.compute_dtype)
+                x = F.concat(up, cast(F, features[-2 - k], self.compute_dtype), dim=1)
         return tuple(reversed(tips))
 
 
@@ -104,6 +108,8 @@ class YOLOv3TinyNeck(gluon.HybridBlock):
     `(C4 (B, in_channels[0], 2h, 2w), C5 (B, in_channels[1], h, w))` ->
     `(tip16 (B, 256w, 2h, 2w), tip32 (B, 512w, h, w))`, channel counts times `width`.
     """
+
+    compute_dtype = None        # precision.py: the upsampling and the concatenation follow it
 
     def __init__(self, in_channels: Sequence[int], norm=None, width: float = 1.0, *,
                  prefix=None, params=None):
@@ -124,6 +130,6 @@ class YOLOv3TinyNeck(gluon.HybridBlock):
     def hybrid_forward(self, F, c4, c5):
         route = self.route32(c5)
         tip32 = self.tip32(route)
-        up = upsample2(F, self.reduce(route))
-        tip16 = self.tip16(F.concat(up, c4, dim=1))
+        up = upsample2(F, self.reduce(route), self.compute_dtype)
+        tip16 = self.tip16(F.concat(up, cast(F, c4, self.compute_dtype), dim=1))
         return tip16, tip32

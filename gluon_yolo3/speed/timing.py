@@ -121,7 +121,8 @@ def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, 
 
 
 def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequence[int] = (1, 8),
-                      runs: int = 10, fuse: Optional[bool] = None, contexts=None) -> Dict[str, Any]:
+                      runs: int = 10, fuse: Optional[bool] = None, contexts=None,
+                      precision: Optional[str] = None) -> Dict[str, Any]:
     """Latency of the hybridized detector (NMS included, outputs copied to numpy) at the recipe's input size,
     fused or not as `load_detector(fuse=...)` decides.
 
@@ -137,9 +138,9 @@ def inference_latency(recipe: Mapping[str, Any], weights=None, batch_sizes: Sequ
             net(mx.nd.zeros((1, 3, size, size), ctx=contexts[0]))
             weights = Path(tmp) / "random.params"
             net.save_parameters(str(weights))
-        detector = load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse)
+        detector = load_detector(recipe, weights, contexts=contexts, classes=classes, fuse=fuse, precision=precision)
     gflop = conv_gflop(build_detector(recipe, len(classes)), size)
-    return {"gflop_per_image": gflop, "size": size, "fused": detector.fused,
+    return {"gflop_per_image": gflop, "size": size, "fused": detector.fused, "precision": precision or "float32",
             "batches": batch_latency(detector, size, batch_sizes, runs, contexts[0], gflop)}
 
 

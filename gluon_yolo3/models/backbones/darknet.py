@@ -5,6 +5,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from gluon_yolo3.models.layers import ConvBNLeaky, round_channels
+from gluon_yolo3.models.precision import cast, float32
 from gluon_yolo3.registry import BACKBONES
 
 # (width, residual blocks) of the five stride-2 stages of Darknet-53
@@ -72,9 +73,11 @@ class DarknetPadPool(gluon.HybridBlock):
     the in-image part of the window.
     """
 
+    compute_dtype = None        # precision.py: the padding runs in float32 (no bfloat16 Pad in MXNet 1.9.1)
+
     def hybrid_forward(self, F, x):
-        x = F.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 0, 1, 0, 1))
-        return F.Pooling(x, kernel=(2, 2), stride=(1, 1), pool_type="max")
+        x = F.pad(float32(F, x, self.compute_dtype), mode="edge", pad_width=(0, 0, 0, 0, 0, 1, 0, 1))
+        return F.Pooling(cast(F, x, self.compute_dtype), kernel=(2, 2), stride=(1, 1), pool_type="max")
 
 
 @BACKBONES.register("darknet_tiny")
