@@ -19,7 +19,7 @@ import gluon_yolo3  # noqa: F401  (sets the thread and AMX variables before any 
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-NEEDS_SHARED = {"bccd_root"}          # fixtures that skip without ../shared: their tests are `dataset`
+NEEDS_SHARED = {"bccd_root", "darknet_release"}   # fixtures that skip without ../shared: their tests are `dataset`
 SLOW_FIXTURES = {"trained_demo"}      # fixtures that take long to set up: their tests are `slow`
 
 

@@ -1,7 +1,9 @@
 """Fixtures of the interop tests: the release Darknet cfgs (darknet_cfgs/ beside this file), weight files written
-by hand, and an independent channel walk over a cfg."""
+by hand, an independent channel walk over a cfg, and Darknet's released COCO yolov3-tiny when it is shared beside
+the checkout (`darknet_release`)."""
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -109,3 +111,25 @@ def write_darknet_weights():
 def small_cfg():
     """small_cfg(name, size, folder) -> a copy of the release cfg `name` at width = height = size."""
     return _small_cfg
+
+
+# Darknet's release as ../shared/weights/darknet holds it (README.md and SHA256SUMS there)
+RELEASE_FILES = ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names", "samples/dog.jpg", "samples/horses.jpg",
+                 "samples/person.jpg")
+RELEASE_WEIGHTS_SHA256 = "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"   # md5 3bcd6b39...
+
+
+@pytest.fixture(scope="session")
+def darknet_release(repo) -> Path:
+    """The folder of Darknet's released COCO yolov3-tiny beside the checkout (../shared/weights/darknet:
+    yolov3-tiny.cfg, yolov3-tiny.weights, coco.names, samples/*.jpg); skip when absent: the package never needs
+    it. A weights file other than the release's fails (the checks compare against what Darknet publishes).
+    Its tests are `dataset` (tests/conftest.py's NEEDS_SHARED)."""
+    root = repo.parent / "shared" / "weights" / "darknet"
+    missing = [name for name in RELEASE_FILES if not (root / name).is_file()]
+    if missing:
+        pytest.skip(f"Darknet's yolov3-tiny release not found at {root} (missing {', '.join(missing)})")
+    digest = hashlib.sha256((root / "yolov3-tiny.weights").read_bytes()).hexdigest()
+    if digest != RELEASE_WEIGHTS_SHA256:
+        pytest.fail(f"{root / 'yolov3-tiny.weights'}: sha256 {digest}, not the release's {RELEASE_WEIGHTS_SHA256}")
+    return root
