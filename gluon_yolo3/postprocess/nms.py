@@ -17,6 +17,7 @@ from mxnet import gluon
 
 from ..boxes import iou_family
 from ..registry import NMS
+from .numpy_nms import set_nms_arguments
 
 _INVALID = -1.0  # score given to candidates at or below score_thresh and to padding
 _DONE = -2.0     # below every candidate score: marks candidates already taken by the iterative variants
@@ -28,14 +29,7 @@ class _NMSBase(gluon.HybridBlock):
     def __init__(self, score_thresh: float = 0.01, iou_thresh: float = 0.45, topk: int = 400,
                  max_det: int = 100, **kwargs):
         super().__init__(**kwargs)
-        if score_thresh < 0:
-            raise ValueError(f"score_thresh must be >= 0 (scores are probabilities), got {score_thresh}")
-        if topk < 1 or max_det < 1:
-            raise ValueError(f"topk and max_det must be >= 1, got topk={topk}, max_det={max_det}")
-        self.score_thresh = float(score_thresh)
-        self.iou_thresh = float(iou_thresh)
-        self.topk = int(topk)
-        self.max_det = int(max_det)
+        set_nms_arguments(self, score_thresh, iou_thresh, topk, max_det)
 
     def _topk(self, F, flat):
         """`flat (B, M)` scores -> the `topk` best: values and indices `(B, topk)`, valid mask; entries at

@@ -26,19 +26,24 @@ from ..boxes import iou_pairs
 from ..registry import closest
 
 
+def set_nms_arguments(nms, score_thresh: float, iou_thresh: float, topk: int, max_det: int):
+    """Check the arguments every NMS takes (symbolic or numpy) and set them on `nms`."""
+    if score_thresh < 0:
+        raise ValueError(f"score_thresh must be >= 0 (scores are probabilities), got {score_thresh}")
+    if topk < 1 or max_det < 1:
+        raise ValueError(f"topk and max_det must be >= 1, got topk={topk}, max_det={max_det}")
+    nms.score_thresh = float(score_thresh)
+    nms.iou_thresh = float(iou_thresh)
+    nms.topk = int(topk)
+    nms.max_det = int(max_det)
+
+
 class NumpyNMS:
     """Base: arguments, candidate selection, output layout. `nms(boxes (B, N, 4), scores (B, N, C))`."""
 
     def __init__(self, score_thresh: float = 0.01, iou_thresh: float = 0.45, topk: int = 400,
                  max_det: int = 100):
-        if score_thresh < 0:
-            raise ValueError(f"score_thresh must be >= 0 (scores are probabilities), got {score_thresh}")
-        if topk < 1 or max_det < 1:
-            raise ValueError(f"topk and max_det must be >= 1, got topk={topk}, max_det={max_det}")
-        self.score_thresh = float(score_thresh)
-        self.iou_thresh = float(iou_thresh)
-        self.topk = int(topk)
-        self.max_det = int(max_det)
+        set_nms_arguments(self, score_thresh, iou_thresh, topk, max_det)
 
     def __call__(self, boxes: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
