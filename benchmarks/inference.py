@@ -6,7 +6,9 @@
 
 Every model is called end to end on a preprocessed `(1, 3, S, S)` input, NMS included, outputs copied to numpy:
 MXNet fp32 (the hybridized YOLOv3 block, `api.load_detector(..., fuse=False)`; "fused": oneDNN's conv + BN +
-LeakyReLU fusion, what `eval`, `predict` and `load_detector` run by default on one CPU), MXNet int8
+LeakyReLU fusion, what `eval`, `predict` and `load_detector` run by default on one CPU), MXNet bf16
+(`load_detector(..., precision="bfloat16")`: convolutions in bfloat16 on AMX, no calibration; on CPUs with
+bfloat16 only), MXNet int8
 (`gluon-yolo3 quantize`: int8 trunk, fp32 decode + NMS; calibrated on 16 synthetic images), onnxruntime fp32
 (`gluon-yolo3 export --format onnx --no-dynamic --batch-size B`, then the numpy NMS),
 onnxruntime int8 (`gluon-yolo3 quantize --runtime onnxruntime --batch-size B`, 16 images, then the numpy NMS),
@@ -37,7 +39,7 @@ import common  # first: gluon_yolo3 before MXNet (its thread count, see common.p
 import mxnet as mx
 
 from common import REPO, mx_call
-from gluon_yolo3 import api
+from gluon_yolo3 import amx, api
 from gluon_yolo3.deploy.export import export_onnx
 from gluon_yolo3.deploy.onnx_int8 import quantize_onnx
 from gluon_yolo3.deploy.quantize import quantize_detector
@@ -97,11 +99,14 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
         fused = api.load_detector(recipe, weights, classes=classes, fuse=True)
         quantize_detector(recipe, weights, folder / f"{name}_int8", calib=16)
         int8 = load_quantized(folder / f"{name}_int8")
+        bf16 = api.load_detector(recipe, weights, classes=classes, precision="bfloat16") if amx.cpu_bf16() else None
     gflop = conv_gflop(api.build(recipe, len(classes)), size)
     out = {"title": title, "gflop_per_image": gflop, "batches": {}, "conv_ceiling_gflops": {}}
     for batch in batch_sizes:
         runtimes = {} if gluoncv_only else {"mxnet fp32": mx_call(fp32), "mxnet fp32 fused": mx_call(fused),
                                             "mxnet int8": mx_call(int8)}
+        if not gluoncv_only and bf16 is not None:
+            runtimes["mxnet bf16"] = mx_call(bf16)
         if not gluoncv_only:   # ONNX files at this batch size (a fixed shape, as onnxruntime's int8 needs)
             onnx_path = export_onnx(recipe, weights, folder / f"{name}_onnx{batch}", batch_size=batch,
                                     dynamic=False)["onnx"]

@@ -42,12 +42,12 @@ def machine() -> Dict[str, Any]:
                 break
     except OSError:
         pass
-    from gluon_yolo3.amx import amx_enabled
+    from gluon_yolo3.amx import amx_enabled, cpu_bf16
     from gluon_yolo3.threads import physical_cores
     import mxnet as mx
     return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical_cores(),
             "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform(),
-            "amx_int8": amx_enabled()}
+            "amx_int8": amx_enabled(), "bf16": cpu_bf16()}
 
 
 def run(script: str, args: List[str], threads: int, mxnet_defaults: bool = False) -> str:
@@ -86,7 +86,8 @@ def markdown(result: Dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"# Benchmarks, {result['date']}" + (" (quick)" if result["quick"] else ""), "",
              f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}; "
-             + ("MXNet int8 on AMX tiles (gluon_yolo3/amx.py)." if m.get("amx_int8") else "no AMX for MXNet int8."),
+             + ("MXNet int8 on AMX tiles (gluon_yolo3/amx.py)" if m.get("amx_int8") else "no AMX for MXNet int8")
+             + (f"; bfloat16 on the CPU's {m['bf16']}." if m.get("bf16") else "; no bfloat16 on this CPU."),
              f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run, both "
              f"sides at {result['threads']} OpenMP threads (MXNET_OMP_MAX_THREADS).", "",
              "| benchmark | ours | GluonCV | ratio | target |", "|---|---|---|---|---|"]
@@ -94,6 +95,10 @@ def markdown(result: Dict[str, Any]) -> str:
     lines.append(f"| training, data pipeline included ({pipe['workers']} workers), darknet53, batch 8, 320 px | "
                  f"{pipe['ours_img_s']:.2f} img/s | {pipe['gluoncv_img_s']:.2f} img/s | {pipe['ratio']:.2f}x | "
                  ">= 1.25x |")
+    if "ours_bf16_img_s" in pipe:
+        lines.append(f"| training in bfloat16 (AMX), data pipeline included, darknet53, batch 8, 320 px | "
+                     f"{pipe['ours_bf16_img_s']:.2f} img/s | {pipe['gluoncv_img_s']:.2f} img/s (fp32) | "
+                     f"{pipe['ratio_bf16']:.2f}x | >= 2x |")
     for name, row in result["train_step"]["step"].items():
         lines.append(f"| training step only (decoded batch), {name}, batch 8, 320 px | {row['ours_img_s']:.2f} "
                      f"img/s | {row['gluoncv_img_s']:.2f} img/s (darknet53) | {row['ratio']:.2f}x | - |")
@@ -103,11 +108,18 @@ def markdown(result: Dict[str, Any]) -> str:
             for key, row in rows.items():
                 if key.startswith("gluoncv"):
                     continue
-                target = (">= 1.2x" if key.startswith("mxnet fp32") else ">= 3x (fastest)") if gcv else "-"
+                target = ((">= 1.2x" if key.startswith("mxnet fp32") else "-" if key == "mxnet bf16" else
+                           ">= 3x (fastest)") if gcv else "-")
                 lines.append(f"| inference {key}, {model}, batch {batch} | {row['ms']:.1f} ms, "
                              f"{row['gflops']:.0f} GFLOP/s | "
                              + (f"{gcv['ms']:.1f} ms fp32 ({rows['gluoncv fused']['ms']:.1f} ms fused) | "
                                 f"{row['vs_gluoncv_fp32']:.2f}x | {target} |" if gcv else "- | - | - |"))
+    epoch = result["train_step"].get("epoch", {})
+    if "bfloat16" in epoch:
+        f32, b16 = epoch["float32"], epoch["bfloat16"]
+        lines.append(f"| one epoch of recipes/bccd_tiny.yaml ({f32['images']} images, {f32['steps']} steps), "
+                     f"bfloat16 against our float32 | {b16['seconds']:.1f} s | {f32['seconds']:.1f} s (ours fp32) | "
+                     f"{f32['seconds'] / b16['seconds']:.2f}x | - |")
     d = result["data_pipeline"]
     if d.get("ratio") is not None:
         lines.append(f"| data pipeline at 416, batch 16 | {d['ours_img_s']:.1f} img/s | "
@@ -169,7 +181,7 @@ def main(argv=None):
     infer_args = ["--runs", "3", "--rounds", "1"] if args.quick else ["--runs", "10", "--rounds", "2"]
     with tempfile.TemporaryDirectory() as tmp:
         train_json, infer_json = Path(tmp) / "train.json", Path(tmp) / "infer.json"
-        run("train_step.py", train_args + ["--pipeline", "--json", str(train_json)], threads)
+        run("train_step.py", train_args + ["--pipeline", "--epoch", "--json", str(train_json)], threads)
         result["train_step"] = json.loads(train_json.read_text())
         run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())

@@ -33,6 +33,11 @@ fp32 convolutions reach in training here) and counts the convolutions of a darkn
 (`conv_gflop(training=True)`); the step rows then give each side's GFLOP/s, and the pipeline row what
 1.25x GluonCV would need: GFLOP/s over the whole iteration, and the time left for everything that is
 not a convolution once the convolutions run at the ceiling.
+bfloat16 (`train.amp: bfloat16`, convolutions on AMX tiles, float32 master weights) is timed beside float32 in
+the step rows and the pipeline row on CPUs that have it (`amx.cpu_bf16()`); GluonCV has no bfloat16 and stays in
+float32, its only training precision on a CPU. `--epoch` times one epoch of the tiny BCCD recipe as
+`gluon-yolo3 train` runs it (its own loader, augmentation, multi-scale, EMA; validation off), float32 against
+bfloat16, after one warm-up epoch each.
 `--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
 default thread count).
 """
@@ -53,7 +58,7 @@ from mxnet import autograd, gluon
 
 from common import REPO
 from data_pipeline import OURS, gluoncv_loader, gluoncv_net, load_images
-from gluon_yolo3 import api
+from gluon_yolo3 import amx, api
 from gluon_yolo3.data.pipeline import build_assigner, build_train_batches
 from gluon_yolo3.engine.trainer import Trainer
 from gluon_yolo3.speed.timing import conv_ceiling, conv_gflop, median_seconds
@@ -64,16 +69,22 @@ MODELS = {
 }
 
 
-def our_trainer(name: str, size: int, batch: int, folder: Path, transforms=()) -> Trainer:
-    """A set-up Trainer for our model `name` at `size`, hybridized, on synthetic data with `transforms`."""
+def precisions():
+    """Our training precisions on this CPU: float32, and bfloat16 where the CPU has it."""
+    return ["float32"] + (["bfloat16"] if amx.cpu_bf16() else [])
+
+
+def our_trainer(name: str, size: int, batch: int, folder: Path, transforms=(), amp: str = "float32") -> Trainer:
+    """A set-up Trainer for our model `name` at `size`, hybridized, on synthetic data with `transforms`, in
+    `amp` (float32 or bfloat16)."""
     recipe = api.load(REPO / MODELS[name][0], [
         f"data.train={{type: synthetic, split: train, num_images: {4 * batch}, image_size: {size}}}",
         f"data.val={{type: synthetic, split: val, num_images: 4, image_size: {size}}}",
         f"data.transforms={json.dumps(list(transforms))}", "data.resize=resize",
         "data.multi_scale={min_size: null, max_size: null}", "data.num_workers=0",
         f"model.input_size={size}", f"train.batch_size={batch}", "train.devices=cpu", "train.hybridize=true",
-        "train.ema=null"])
-    trainer = Trainer(recipe, folder / name, progress=False, log=lambda *_: None)
+        "train.ema=null", f"train.amp={'null' if amp == 'float32' else amp}"])
+    trainer = Trainer(recipe, folder / f"{name}-{amp}", progress=False, log=lambda *_: None)
     trainer.setup()
     return trainer
 
@@ -90,9 +101,9 @@ def training_ceiling(size: int, batch: int, runs: int = 10) -> Dict[str, float]:
     return {"conv_gflops": conv_ceiling(batch, size // 16, backward=True, runs=runs), "gflop_per_image": gflop}
 
 
-def our_step(name: str, size: int, batch: int, folder: Path):
+def our_step(name: str, size: int, batch: int, folder: Path, amp: str = "float32"):
     """-> (step(): one full training step, waited for; the batch as numpy images (B, 3, S, S))."""
-    trainer = our_trainer(name, size, batch, folder)
+    trainer = our_trainer(name, size, batch, folder, amp=amp)
     trainer.sampler.set_epoch(0)
     x, target, gt_boxes = next(iter(trainer.loader))
 
@@ -151,9 +162,9 @@ def gluoncv_update(net, batch: int, wait: bool = True):
     return update
 
 
-def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path):
+def our_iteration(dataset, size: int, batch: int, workers: int, folder: Path, amp: str = "float32"):
     """Ours, data pipeline included: -> (make_iter(): a fresh epoch of batches, step(batch))."""
-    trainer = our_trainer("darknet53", size, batch, folder / "pipeline", OURS)
+    trainer = our_trainer("darknet53", size, batch, folder / "pipeline", OURS, amp=amp)
     recipe = trainer.recipe
     assigner = build_assigner(recipe, trainer.net.anchors, trainer.net.strides, len(dataset.classes))
     samples, sampler, batches = build_train_batches(recipe, dataset, assigner, batch, seed=0)
@@ -229,17 +240,23 @@ def run_pipeline(root, size: int = 320, batch: int = 8, workers: int = 2, repeat
     sides = {"gluoncv": gluoncv_iteration(dataset, size, batch, workers)}
     with tempfile.TemporaryDirectory() as tmp:
         if not gluoncv_only:
-            sides["ours"] = our_iteration(dataset, size, batch, workers, Path(tmp))
+            for amp in precisions():
+                key = "ours" if amp == "float32" else f"ours {amp}"
+                sides[key] = our_iteration(dataset, size, batch, workers, Path(tmp), amp)
         best = {k: 0.0 for k in sides}
         for r in range(rounds):
             for key, (make_iter, step) in sides.items():
                 best[key] = max(best[key], iterations_per_second(make_iter, step, batch, repeats, warmup))
-                print(f"  round {r + 1}: {key:<8} {best[key]:6.2f} images/s (best so far)", flush=True)
+                print(f"  round {r + 1}: {key:<13} {best[key]:6.2f} images/s (best so far)", flush=True)
     out = {"gluoncv_img_s": best["gluoncv"], "threads": threads, "workers": workers, "data": what}
     if not gluoncv_only:
         out.update(ours_img_s=best["ours"], ratio=best["ours"] / best["gluoncv"])
         print(f"  ours {best['ours']:.2f} images/s, GluonCV {best['gluoncv']:.2f} images/s, "
               f"ratio {out['ratio']:.2f}x (target >= 1.25x)")
+        if "ours bfloat16" in best:
+            out.update(ours_bf16_img_s=best["ours bfloat16"], ratio_bf16=best["ours bfloat16"] / best["gluoncv"])
+            print(f"  ours bfloat16 {best['ours bfloat16']:.2f} images/s, ratio {out['ratio_bf16']:.2f}x GluonCV "
+                  f"float32 (target >= 2x), {best['ours bfloat16'] / best['ours']:.2f}x our float32")
     if ceiling:              # None with gluoncv_only
         b = out["budget"] = budget(ceiling, best["gluoncv"], batch)
         print(f"  1.25x GluonCV needs {b['need_gflops']:.0f} GFLOP/s of convolutions over the whole iteration "
@@ -258,7 +275,9 @@ def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, wa
         steps = {}
         images = None
         for name in models:
-            steps[name], images = our_step(name, size, batch, Path(tmp))
+            for amp in precisions():
+                key = name if amp == "float32" else f"{name} {amp}"
+                steps[key], images = our_step(name, size, batch, Path(tmp), amp)
         steps["gluoncv"] = gluoncv_step(images)
         best = {k: float("inf") for k in steps}
         for r in range(rounds):
@@ -268,18 +287,56 @@ def run(models: List[str], size: int = 320, batch: int = 8, repeats: int = 5, wa
     out = {}
     print(f"training step, batch {batch}, {size}x{size} ({repeats} steps x {rounds} rounds, median, best round)")
     print(f"  {'GluonCV yolo3_darknet53_voc':<34} {gcv:7.2f} images/s  ({best['gluoncv']:.2f} s/step)")
-    for name in models:
+    for name in [k for k in steps if k != "gluoncv"]:
         ours = batch / best[name]
         out[name] = {"ours_img_s": ours, "gluoncv_img_s": gcv, "ratio": ours / gcv,
                      "ours_s_step": best[name], "gluoncv_s_step": best["gluoncv"]}
-        print(f"  {MODELS[name][1]:<34} {ours:7.2f} images/s  ({best[name]:.2f} s/step)   "
-              f"ratio vs GluonCV darknet53 {ours / gcv:5.2f}x")
+        model, _, amp = name.partition(" ")
+        print(f"  {MODELS[model][1] + (' ' + amp if amp else ''):<43} {ours:7.2f} images/s  ({best[name]:.2f} "
+              f"s/step)   ratio vs GluonCV darknet53 {ours / gcv:5.2f}x")
         if ceiling and name == "darknet53":
             rate = {side: img_s * ceiling["gflop_per_image"] for side, img_s in (("ours", ours), ("gluoncv", gcv))}
             out[name].update({f"{side}_gflops": v for side, v in rate.items()})
             print(f"  darknet53 convolutions per training image {ceiling['gflop_per_image']:.1f} GFLOP: ours "
                   f"{rate['ours']:.0f} GFLOP/s, GluonCV {rate['gluoncv']:.0f} GFLOP/s; one convolution's training "
                   f"ceiling {ceiling['conv_gflops']:.0f} GFLOP/s")
+    return out
+
+
+def epoch_seconds(root: Path, rounds: int = 1) -> Dict[str, Dict[str, float]]:
+    """One training epoch of recipes/bccd_tiny.yaml on the VOC folder `root` as `gluon-yolo3 train` runs it
+    (validation and checkpoints off), per precision: -> {amp: {"seconds", "img_s", "steps"}}; one warm-up
+    epoch each (hybridization, the first multi-scale sizes), then `rounds` timed epochs alternating the
+    precisions, the best counts."""
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for amp in precisions():
+            recipe = api.load(REPO / MODELS["darknet_tiny"][0], [
+                f"data.train.root={root}", f"data.val.root={root}", "train.val_every=0",
+                "train.checkpoint_every=1000", "train.epochs=1000",
+                f"train.amp={'null' if amp == 'float32' else amp}"])
+            trainer = trainers[amp] = Trainer(recipe, Path(tmp) / amp, progress=False, log=lambda *_: None)
+            trainer.setup()
+            trainer.hooks = []                      # no metrics file, no checkpoints: the epoch alone
+            trainer.train_epoch()
+            trainer.epoch += 1
+        best = {amp: float("inf") for amp in trainers}
+        for _ in range(rounds):
+            for amp, trainer in trainers.items():
+                mx.nd.waitall()
+                start = time.perf_counter()
+                trainer.train_epoch()
+                mx.nd.waitall()
+                best[amp] = min(best[amp], time.perf_counter() - start)
+                trainer.epoch += 1
+    images = len(trainers["float32"].train_set)
+    out = {}
+    print(f"one epoch of recipes/bccd_tiny.yaml on {root} (416 px, multi-scale, batch 16, validation off)")
+    for amp, seconds in best.items():
+        steps = trainers[amp].steps_per_epoch
+        out[amp] = {"seconds": seconds, "steps": steps, "images": images}
+        print(f"  {amp:<9} {seconds:6.1f} s  ({steps} steps, {seconds / steps:.2f} s/step)"
+              + (f"   {best['float32'] / seconds:.2f}x float32" if amp != "float32" else ""))
     return out
 
 
@@ -300,6 +357,8 @@ def main(argv=None):
                         help="--pipeline: DataLoader worker processes on each side")
     parser.add_argument("--root", type=Path, default=common.BCCD,
                         help="--pipeline: VOC folder (default: BCCD beside the checkout); synthetic if absent")
+    parser.add_argument("--epoch", action="store_true",
+                        help="also time one epoch of the tiny BCCD recipe, float32 against bfloat16 (--root)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -318,6 +377,8 @@ def main(argv=None):
     if args.pipeline or args.pipeline_only or args.gluoncv_only:
         out["pipeline"] = run_pipeline(args.root, args.size, args.batch_size, args.workers, args.repeats,
                                        args.warmup, args.rounds, gluoncv_only=args.gluoncv_only, ceiling=ceiling)
+    if args.epoch:
+        out["epoch"] = epoch_seconds(args.root)
     common.write_json(args.json, out)
     return out
 
