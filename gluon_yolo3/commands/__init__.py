@@ -5,6 +5,5 @@
     data.py       data check, anchors           deploy.py     export, quantize, pack
     interop.py    import-darknet, export-darknet, import-gluoncv
     benchmark.py  benchmark                     launch.py     launch
-    node.py       the entry of every process of a distributed job (not a verb)
     common.py     shared options, the error handler (`cli_errors`: known errors -> message, exit code 2)
 """

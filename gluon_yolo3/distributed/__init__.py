@@ -4,7 +4,7 @@
     kvstore.py     kvstore choice and helpers for the trainer, and the watchdog against a hanging wait
     launcher.py    `gluon-yolo3 launch`: hosts file, start the job's processes, supervise them, stop them
 
-Every process of a job runs `python -m gluon_yolo3.commands.node` (the CLI layer: a worker runs a CLI verb).
+Every process of a job runs `python -m gluon_yolo3.node` (above the CLI: a worker runs a CLI verb).
 """
 
 

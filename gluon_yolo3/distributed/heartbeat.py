@@ -2,7 +2,7 @@
 
 MXNet's parameter server waits forever when a process of the job dies; the heartbeat turns that into a
 clear error within a bounded time. Every process the launcher starts (`--node ROLE:INDEX`, see
-commands/node.py) finds the launcher's address in `GLUON_YOLO3_HEARTBEAT=host:port` and its own name in
+gluon_yolo3/node.py) finds the launcher's address in `GLUON_YOLO3_HEARTBEAT=host:port` and its own name in
 `GLUON_YOLO3_NODE=role:index`, and keeps one TCP connection to it, one line per message:
 
     process -> launcher   `hello <role> <index> <pid> <host>` once, `beat` every second,

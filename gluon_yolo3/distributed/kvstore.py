@@ -8,7 +8,7 @@ step waits longer than `train.dist_timeout` seconds for the others stops with an
 a wedged, not dead, process, and works without the launcher).
 
 Only workers import this module (the trainer); the scheduler and server processes run
-`commands/node.py`, which starts their heartbeat before `import mxnet` takes them over.
+`gluon_yolo3/node.py`, which starts their heartbeat before `import mxnet` takes them over.
 """
 from __future__ import annotations
 

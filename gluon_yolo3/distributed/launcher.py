@@ -4,7 +4,7 @@
     gluon-yolo3 launch --workers 4 --servers 2 --hosts hosts.txt -- train recipes/voc.yaml
 
 Everything the `launch` verb's process runs: the hosts file, `Job` (start, supervise, kill) and `launch()`.
-Every process of the job runs `python -m gluon_yolo3.commands.node --node ROLE:INDEX [-- COMMAND]` (NODE_ENTRY)
+Every process of the job runs `python -m gluon_yolo3.node --node ROLE:INDEX [-- COMMAND]` (NODE_ENTRY)
 with MXNet's parameter-server variables (`DMLC_ROLE`, `DMLC_PS_ROOT_URI`, `DMLC_PS_ROOT_PORT`,
 `DMLC_NUM_SERVER`, `DMLC_NUM_WORKER`, `DMLC_NODE_HOST`) and the launcher's heartbeat address
 (heartbeat.py). The scheduler runs here; servers and workers go round-robin over the hosts file (one
@@ -37,7 +37,7 @@ from .kvstore import check_kvstore, is_distributed
 
 # the per-node entry every process of a job runs (`python -m`); it lives in the CLI layer (a worker runs a CLI
 # verb), so the launcher names it and never imports it
-NODE_ENTRY = "gluon_yolo3.commands.node"
+NODE_ENTRY = "gluon_yolo3.node"
 
 
 class LaunchError(ValueError):
@@ -165,7 +165,7 @@ class Job:
         return argv
 
     def ssh_argv(self, node: Node) -> List[str]:
-        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.commands.node --node ...'`."""
+        """`ssh host 'cd CWD && env K=V ... python -m gluon_yolo3.node --node ...'`."""
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.node_env(node).items())
         remote = (f"cd {shlex.quote(self.cwd)} && env {assignments} "
                   + " ".join(shlex.quote(a) for a in self.node_argv(node)))

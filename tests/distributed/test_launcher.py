@@ -24,7 +24,7 @@ def test_hosts_file_and_ssh_command(tmp_path):
                        "DMLC_NUM_SERVER=1", "DMLC_NUM_WORKER=3", "DMLC_NODE_HOST=node2",
                        "GLUON_YOLO3_HEARTBEAT=10.0.0.1:9001", "GLUON_YOLO3_NODE=worker:1"):
         assert f" {assignment} " in remote, assignment
-    assert remote.endswith("/opt/py/bin/python -m gluon_yolo3.commands.node --node worker:1 -- train r.yaml "
+    assert remote.endswith("/opt/py/bin/python -m gluon_yolo3.node --node worker:1 -- train r.yaml "
                            "--set 'a=1 b' --kvstore dist_sync")
     assert [n.host.name if n.host else "local" for n in job.nodes] == ["local", "node1", "node1", "node2", "node1"]
 

@@ -1,6 +1,6 @@
 """The per-node entry: what every process of a distributed job runs (started by distributed/launcher.py).
 
-    python -m gluon_yolo3.commands.node --node ROLE:INDEX [-- COMMAND]
+    python -m gluon_yolo3.node --node ROLE:INDEX [-- COMMAND]
 
 It joins the launcher's heartbeat (distributed/heartbeat.py), then is the scheduler or a server (imports
 mxnet with `DMLC_ROLE` set, which runs that role to the end of the job) or a worker (runs COMMAND: a
@@ -33,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cut = argv.index("--")
         argv, rest = argv[:cut], argv[cut + 1:]
     if len(argv) != 2 or argv[0] != "--node" or ":" not in argv[1]:
-        sys.stderr.write("usage: python -m gluon_yolo3.commands.node --node ROLE:INDEX [-- COMMAND]\n")
+        sys.stderr.write("usage: python -m gluon_yolo3.node --node ROLE:INDEX [-- COMMAND]\n")
         return 2
     role, _, index = argv[1].partition(":")
     if role not in ROLES or not index.isdigit():
