@@ -181,8 +181,10 @@ def main(argv=None):
     infer_args = ["--runs", "3", "--rounds", "1"] if args.quick else ["--runs", "10", "--rounds", "2"]
     with tempfile.TemporaryDirectory() as tmp:
         train_json, infer_json = Path(tmp) / "train.json", Path(tmp) / "infer.json"
-        run("train_step.py", train_args + ["--pipeline", "--epoch", "--json", str(train_json)], threads)
+        run("train_step.py", train_args + ["--pipeline", "--json", str(train_json)], threads)
         result["train_step"] = json.loads(train_json.read_text())
+        run("train_step.py", ["--epoch-only", "--json", str(train_json)], threads)
+        result["train_step"].update(json.loads(train_json.read_text()))
         run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())
         if mxnet_default != threads:

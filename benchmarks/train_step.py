@@ -35,7 +35,7 @@ fp32 convolutions reach in training here) and counts the convolutions of a darkn
 not a convolution once the convolutions run at the ceiling.
 bfloat16 (`train.amp: bfloat16`, convolutions on AMX tiles, float32 master weights) is timed beside float32 in
 the step rows and the pipeline row on CPUs that have it (`amx.cpu_bf16()`); GluonCV has no bfloat16 and stays in
-float32, its only training precision on a CPU. `--epoch` times one epoch of the tiny BCCD recipe as
+float32, its only training precision on a CPU. `--epoch-only` times one epoch of the tiny BCCD recipe as
 `gluon-yolo3 train` runs it (its own loader, augmentation, multi-scale, EMA; validation off), float32 against
 bfloat16, after one warm-up epoch each.
 `--gluoncv-only` times GluonCV's side alone (run_all.py uses it for GluonCV at MXNet's
@@ -357,12 +357,16 @@ def main(argv=None):
                         help="--pipeline: DataLoader worker processes on each side")
     parser.add_argument("--root", type=Path, default=common.BCCD,
                         help="--pipeline: VOC folder (default: BCCD beside the checkout); synthetic if absent")
-    parser.add_argument("--epoch", action="store_true",
-                        help="also time one epoch of the tiny BCCD recipe, float32 against bfloat16 (--root)")
+    parser.add_argument("--epoch-only", action="store_true",
+                        help="only time one epoch of the tiny BCCD recipe, float32 against bfloat16 (--root)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.rounds = 3, 1, 1
+    if args.epoch_only:             # a process of its own: the darknet53 trainers above would share its memory
+        out = {"epoch": epoch_seconds(args.root)}
+        common.write_json(args.json, out)
+        return out
     models = [args.only] if args.only else list(MODELS)
     print(f"mxnet {mx.__version__}, OMP threads {common.omp_threads()}")
     out = {}
@@ -377,8 +381,6 @@ def main(argv=None):
     if args.pipeline or args.pipeline_only or args.gluoncv_only:
         out["pipeline"] = run_pipeline(args.root, args.size, args.batch_size, args.workers, args.repeats,
                                        args.warmup, args.rounds, gluoncv_only=args.gluoncv_only, ceiling=ceiling)
-    if args.epoch:
-        out["epoch"] = epoch_seconds(args.root)
     common.write_json(args.json, out)
     return out
 

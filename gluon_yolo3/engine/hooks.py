@@ -145,7 +145,7 @@ class MetricsWriter(HookBase):
                                 **{f"loss/{n}": float(v) for n, v in zip(t.loss_names, means)},
                                 "img_per_s": round(self.images / max(time.time() - self.started, 1e-9), 2)}
         if t.grad_norm is not None:
-            line["grad_norm"] = float(t.grad_norm.asscalar())      # before clipping, last step
+            line["grad_norm"] = t.grad_norm      # before clipping, last step
         t.write_metrics(line)
         if t.bar is not None:
             t.bar.set_postfix({n: f"{v:.3f}" for n, v in zip(t.loss_names, means)}, refresh=False)

@@ -314,29 +314,38 @@ class Trainer:
         """Sum the gradients over devices and workers, check they are finite, clip their global norm, update,
         fold into the EMA."""
         self.gluon_trainer.allreduce_grads()
-        if self.amp != "float16":       # float16: MXNet AMP's loss scaler skips overflowing steps itself
-            self.check_gradients()
-        if self.clip_grad_norm > 0:
-            if self.amp == "float16":
+        if self.amp == "float16":       # MXNet AMP's loss scaler skips overflowing steps itself
+            if self.clip_grad_norm > 0:
                 amp.unscale(self.gluon_trainer)
-            # after the allreduce every device holds the whole summed gradient: clip each copy alike
-            norms = [gluon.utils.clip_global_norm([p.grad(ctx) for p in self.trainable], self.clip_grad_norm,
-                                                  check_isfinite=False)
-                     for ctx in self.contexts]
-            self.grad_norm = norms[0]
+                norms = [gluon.utils.clip_global_norm([p.grad(ctx) for p in self.trainable], self.clip_grad_norm,
+                                                      check_isfinite=False) for ctx in self.contexts]
+                self.grad_norm = float(norms[0].asscalar())
+        else:
+            norm = self.check_gradients()
+            if self.clip_grad_norm > 0:
+                self.grad_norm = norm
+                if norm > self.clip_grad_norm:
+                    # after the allreduce every device holds the whole summed gradient: scale each copy alike
+                    scale = self.clip_grad_norm / (norm + 1e-6)
+                    for ctx in self.contexts:
+                        for p in self.trainable:
+                            grad = p.grad(ctx)
+                            grad *= scale
         self.gluon_trainer.update(1)
         if self.ema is not None:
             self.ema.update()
 
-    def check_gradients(self):
-        """NonFiniteGradient naming the tensors whose summed gradient holds NaN or infinity (one fused check
-        over all of them first; every device and worker holds the same sum, so all decide alike)."""
+    def check_gradients(self) -> float:
+        """The global norm of the summed gradient (float); NonFiniteGradient naming the tensors that hold NaN or
+        infinity (or whose squares overflow float32). One fused sum of squares per 64 tensors, one wait; every
+        device and worker holds the same sum, so all decide alike."""
         grads = [p.grad(self.contexts[0]) for p in self.trainable]
-        finite = [mx.nd.multi_all_finite(*grads[i:i + 64], num_arrays=len(grads[i:i + 64]), init_output=True)
-                  for i in range(0, len(grads), 64)]
-        if min(f.asscalar() for f in finite) == 1:
-            return
-        bad = [n for n, g in zip(self.trainable_names, grads) if not np.isfinite(g.asnumpy()).all()]
+        squares = mx.nd.concat(*[mx.nd.multi_sum_sq(*grads[i:i + 64], num_arrays=len(grads[i:i + 64]))
+                                 for i in range(0, len(grads), 64)], dim=0).asnumpy().astype(np.float64)
+        total = squares.sum()
+        if np.isfinite(total):
+            return float(np.sqrt(total))
+        bad = [n for n, sq in zip(self.trainable_names, squares) if not np.isfinite(sq)]
         raise NonFiniteGradient(f"the summed gradient of '{bad[0]}' holds NaN or infinity"
                                 + (f" ({len(bad)} of {len(grads)} tensors)" if len(bad) > 1 else ""), bad)
 
