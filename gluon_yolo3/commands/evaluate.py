@@ -38,7 +38,7 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
     result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
                                       progress=progress, fuse=fuse, precision=precision)
     typer.echo(format_table(result))
-    if precision is not None:
+    if precision not in (None, "float32"):
         reference, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split, progress=progress,
                                     fuse=fuse)
         typer.echo(format_comparison(reference, {**result, "model": precision}))

@@ -13,7 +13,7 @@ import mxnet as mx
 
 from ..data.build import build_datasets
 from ..models.detector import YOLOv3, build_detector
-from ..models.precision import set_compute_dtype
+from ..models.precision import inference_dtype, set_compute_dtype
 from .weights import find_weights, load_weights, weights_classes
 
 # oneDNN's graph fusion: in the CPU wheels (and the GPU ones, for their CPU contexts)
@@ -50,6 +50,7 @@ def load_detector(recipe: Mapping[str, Any], weights: str | Path, contexts=None,
     The fused graph holds the weights loaded here: for other weights, call load_detector again.
     """
     contexts = contexts or [mx.cpu()]
+    precision = inference_dtype(precision)
     classes = list(classes) if classes is not None else class_names(recipe, weights)
     net = build_detector(recipe, len(classes))
     path = find_weights(weights)

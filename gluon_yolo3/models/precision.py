@@ -21,6 +21,8 @@ from typing import Optional
 import numpy as np
 from mxnet.gluon import nn
 
+from gluon_yolo3.amx import BF16_FLAGS, cpu_bf16
+
 BFLOAT16 = np.dtype([("bfloat16", np.uint16)])      # how MXNet 1.9 spells bfloat16
 COMPUTE_DTYPES = ("bfloat16",)
 
@@ -33,6 +35,19 @@ def cast(F, x, dtype: Optional[str]):
 def float32(F, x, dtype: Optional[str]):
     """`x` back in float32 when the network computes in another dtype."""
     return x if dtype is None else F.amp_cast(x, dtype="float32")
+
+
+def inference_dtype(precision: Optional[str]) -> Optional[str]:
+    """`--precision` -> the compute dtype: None for float32 (or None), "bfloat16" on a CPU that runs it fast; a
+    clear error otherwise."""
+    if precision in (None, "float32"):
+        return None
+    if precision not in COMPUTE_DTYPES:
+        raise ValueError(f"--precision must be float32 or bfloat16, got {precision!r}")
+    if cpu_bf16() is None:
+        raise ValueError(f"--precision bfloat16 needs a CPU with {' or '.join(BF16_FLAGS)}, and this CPU's flags "
+                         "(/proc/cpuinfo) list neither; use float32 (or int8: gluon-yolo3 quantize)")
+    return precision
 
 
 def set_compute_dtype(net, dtype: Optional[str]):

@@ -11,6 +11,7 @@ from gluon_yolo3 import amx, api
 from gluon_yolo3.engine import checkpoint as ckpt
 from gluon_yolo3.engine.builders import amp_type
 from gluon_yolo3.engine.trainer import Trainer
+from gluon_yolo3.models.precision import inference_dtype
 
 pytestmark = pytest.mark.skipif(amx.cpu_bf16() is None, reason="this CPU has no bfloat16 (amx_bf16, avx512_bf16)")
 
@@ -119,7 +120,11 @@ def test_a_cpu_without_bfloat16_gets_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="amx_bf16 or avx512_bf16") as err:
         amp_type("bfloat16", [mx.cpu()])
     assert "train.amp to null" in str(err.value)
+    with pytest.raises(ValueError, match="--precision bfloat16 needs a CPU with amx_bf16 or avx512_bf16"):
+        inference_dtype("bfloat16")
+    assert inference_dtype("float32") is None and inference_dtype(None) is None
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert inference_dtype("bfloat16") == "bfloat16"
     assert amp_type("bfloat16", [mx.cpu()]) == "bfloat16"
     with pytest.raises(ValueError, match="float16 needs GPU"):
         amp_type("float16", [mx.cpu()])
