@@ -41,6 +41,7 @@ from ..distributed import kvstore as dist
 from ..files import atomic_write_text, cannot_write
 from ..inference.weights import load_weights
 from ..models.precision import set_compute_dtype
+from ..optim.gradients import clip, sums_of_squares
 from ..recipe import resolved_yaml
 from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, epochs_for,
                        log_problems, no_bias_decay, record_splits, resolve_anchors, seed_everything)
@@ -324,30 +325,21 @@ class Trainer:
             norm = self.check_gradients()
             if self.clip_grad_norm > 0:
                 self.grad_norm = norm
-                if norm > self.clip_grad_norm:
-                    # after the allreduce every device holds the whole summed gradient: scale each copy alike
-                    scale = self.clip_grad_norm / (norm + 1e-6)
-                    for ctx in self.contexts:
-                        for p in self.trainable:
-                            grad = p.grad(ctx)
-                            grad *= scale
+                # after the allreduce every device holds the whole summed gradient: scale each copy alike
+                clip([p.grad(ctx) for ctx in self.contexts for p in self.trainable], norm, self.clip_grad_norm)
         self.gluon_trainer.update(1)
         if self.ema is not None:
             self.ema.update()
 
     def check_gradients(self) -> float:
-        """The global norm of the summed gradient (float); NonFiniteGradient naming the tensors that hold NaN or
-        infinity (or whose squares overflow float32). One fused sum of squares per 64 tensors, one wait; every
-        device and worker holds the same sum, so all decide alike."""
-        grads = [p.grad(self.contexts[0]) for p in self.trainable]
-        squares = mx.nd.concat(*[mx.nd.multi_sum_sq(*grads[i:i + 64], num_arrays=len(grads[i:i + 64]))
-                                 for i in range(0, len(grads), 64)], dim=0).asnumpy().astype(np.float64)
-        total = squares.sum()
-        if np.isfinite(total):
-            return float(np.sqrt(total))
+        """The global norm of the summed gradient; NonFiniteGradient naming the tensors that hold NaN or infinity
+        (every device and worker holds the same sum, so all decide alike)."""
+        norm, squares = sums_of_squares([p.grad(self.contexts[0]) for p in self.trainable])
+        if np.isfinite(norm):
+            return norm
         bad = [n for n, sq in zip(self.trainable_names, squares) if not np.isfinite(sq)]
         raise NonFiniteGradient(f"the summed gradient of '{bad[0]}' holds NaN or infinity"
-                                + (f" ({len(bad)} of {len(grads)} tensors)" if len(bad) > 1 else ""), bad)
+                                + (f" ({len(bad)} of {len(squares)} tensors)" if len(bad) > 1 else ""), bad)
 
     def stop(self, what: str, cause: Optional[NonFiniteGradient] = None):
         """Stop training on a non-finite loss or gradient: log it in metrics.jsonl, raise NonFiniteLoss naming
