@@ -60,6 +60,17 @@ def cpu_bf16() -> str | None:
     return next((f for f in BF16_FLAGS if f in flags), None)
 
 
+def require_bf16(what: str, instead: str) -> str:
+    """The CPU's bfloat16 flag (`cpu_bf16`), or ValueError: `what` needs one of BF16_FLAGS; `instead` says what
+    to use in its place."""
+    flag = cpu_bf16()
+    if flag is None:
+        raise ValueError(f"{what} needs a CPU with {' or '.join(BF16_FLAGS)} (Intel Sapphire Rapids or Cooper Lake "
+                         "and later), and this CPU's flags (/proc/cpuinfo) list neither: without them bfloat16 runs "
+                         f"slower than float32. {instead}")
+    return flag
+
+
 def request_tile_permission() -> bool:
     """Ask Linux for this process's permission to use the AMX tile registers; -> whether it was granted."""
     try:

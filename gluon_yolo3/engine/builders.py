@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from ..amx import BF16_FLAGS, cpu_bf16
+from ..amx import require_bf16
 from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
 from ..data.pipeline import build_assigner, build_train_batches
 from ..files import atomic_write_text
@@ -45,10 +45,7 @@ def amp_type(value: Any, contexts) -> Optional[str]:
     if value == "bfloat16":
         if any(ctx.device_type != "cpu" for ctx in contexts):
             raise ValueError("train.amp: bfloat16 runs on CPU devices; on GPUs use float16")
-        if cpu_bf16() is None:
-            raise ValueError(f"train.amp: bfloat16 needs a CPU with {' or '.join(BF16_FLAGS)} (Intel Sapphire "
-                             "Rapids or Cooper Lake and later), and this CPU's flags (/proc/cpuinfo) list neither: "
-                             "without them bfloat16 runs slower than float32. Set train.amp to null.")
+        require_bf16("train.amp: bfloat16", "Set train.amp to null.")
     return str(value)
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 from mxnet.gluon import nn
 
-from gluon_yolo3.amx import BF16_FLAGS, cpu_bf16
+from gluon_yolo3.amx import require_bf16
 
 BFLOAT16 = np.dtype([("bfloat16", np.uint16)])      # how MXNet 1.9 spells bfloat16
 COMPUTE_DTYPES = ("bfloat16",)
@@ -44,9 +44,7 @@ def inference_dtype(precision: Optional[str]) -> Optional[str]:
         return None
     if precision not in COMPUTE_DTYPES:
         raise ValueError(f"--precision must be float32 or bfloat16, got {precision!r}")
-    if cpu_bf16() is None:
-        raise ValueError(f"--precision bfloat16 needs a CPU with {' or '.join(BF16_FLAGS)}, and this CPU's flags "
-                         "(/proc/cpuinfo) list neither; use float32 (or int8: gluon-yolo3 quantize)")
+    require_bf16("--precision bfloat16", "Use float32 (or int8: gluon-yolo3 quantize).")
     return precision
 
 
