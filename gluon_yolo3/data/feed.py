@@ -2,7 +2,7 @@
 prediction, export, quantization and the runtimes of exported models.
 
     spec = InputSpec.from_recipe(recipe, classes)      # or InputSpec.from_info(deploy_json)
-    x, geometry = spec.prepare(image)                  # (3, S, S) float32, (4,) resize geometry
+    x, geometry = spec.prepare(image)                  # (3, S, S) float32, (6,) resize geometry
     spec.info()                                        # the JSON an export carries
 
 An `InputSpec` holds the input size, the resize mode (letterbox or plain resize), the per-channel mean and
@@ -68,8 +68,8 @@ class InputSpec:
         return ImageNormalizer(self.mean, self.std)
 
     def prepare(self, image: np.ndarray, resizer=None, normalizer=None):
-        """`(x (3, S, S) float32, geometry (4,))` of an `(H, W, 3) uint8 RGB` image; geometry maps input
-        pixels back to the image's (`pipeline.to_original`). Pass a built resizer / normalizer to reuse them."""
+        """`(x (3, S, S) float32, geometry (6,))` of an `(H, W, 3) uint8 RGB` image; geometry maps input
+        pixels back to the image's (`to_original`). Pass a built resizer / normalizer to reuse them."""
         resized, geometry = resize_with_geometry(resizer or self.resizer(), image)
         return (normalizer or self.normalizer())(resized), geometry
 
@@ -100,21 +100,23 @@ class ImageNormalizer:
 
 
 def resize_with_geometry(resize, image: np.ndarray):
-    """Apply a deterministic resize transform and measure its mapping on the full-image box."""
+    """`(resized, geometry (6,))`: a deterministic resize transform applied, and its mapping measured on the
+    full-image box: `(scale_x, scale_y, offset_x, offset_y, width, height)`, the last two the image's own."""
     h, w = image.shape[:2]
     probe = np.array([[0, 0, w, h, 0, 0]], dtype=np.float32)
     resized, moved = resize(image, probe, np.random.default_rng(0))
     x1, y1, x2, y2 = moved[0, :4]
-    geometry = np.array([(x2 - x1) / w, (y2 - y1) / h, x1, y1], dtype=np.float32)
+    geometry = np.array([(x2 - x1) / w, (y2 - y1) / h, x1, y1, w, h], dtype=np.float32)
     return resized, geometry
 
 
 def to_original(boxes: np.ndarray, geometry: np.ndarray) -> np.ndarray:
-    """Input-pixel boxes `(K, 4)` -> original-image pixels, given `geometry (4,)`."""
-    sx, sy, ox, oy = geometry
+    """Input-pixel boxes `(K, 4)` x1y1x2y2 -> original-image pixels, clipped to the image, given `geometry (6,)`
+    (a box the network draws past the image's edge ends at the edge, as every box a person labels does)."""
+    sx, sy, ox, oy, w, h = geometry
     out = np.asarray(boxes, dtype=np.float32).copy()
-    out[:, [0, 2]] = (out[:, [0, 2]] - ox) / sx
-    out[:, [1, 3]] = (out[:, [1, 3]] - oy) / sy
+    out[:, [0, 2]] = np.clip((out[:, [0, 2]] - ox) / sx, 0.0, w)
+    out[:, [1, 3]] = np.clip((out[:, [1, 3]] - oy) / sy, 0.0, h)
     return out
 
 

@@ -75,11 +75,11 @@ class TrainSamples(gluon.data.Dataset):
 
 
 class EvalSamples(gluon.data.Dataset):
-    """`samples[i] -> (x (3, S, S), label (max_boxes, 6) original pixels padded -1, geometry (4,))`, fed as
+    """`samples[i] -> (x (3, S, S), label (max_boxes, 6) original pixels padded -1, geometry (6,))`, fed as
     `spec` (an InputSpec) says.
 
-    geometry = (scale_x, scale_y, offset_x, offset_y) of the resize, so that original boxes are
-    `(input_box - offset) / scale`.
+    geometry = (scale_x, scale_y, offset_x, offset_y, width, height): the resize and the image's size, so that
+    original boxes are `(input_box - offset) / scale`, clipped to the image (`feed.to_original`).
     """
 
     def __init__(self, dataset, spec: InputSpec, max_boxes: int):

@@ -20,7 +20,7 @@ from ..registry import METRICS
 
 
 def eval_loader(dataset, spec: InputSpec, recipe: Mapping[str, Any], batch_size: Optional[int] = None):
-    """Batches `(x, labels (B, max_boxes, 6) padded -1, geometry (B, 4))` of `dataset` fed as `spec` says;
+    """Batches `(x, labels (B, max_boxes, 6) padded -1, geometry (B, 6))` of `dataset` fed as `spec` says;
     batch size, workers and max boxes from the recipe's eval / data sections."""
     data = recipe["data"]
     return mx.gluon.data.DataLoader(EvalSamples(dataset, spec, data["max_boxes"]),

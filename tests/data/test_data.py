@@ -260,6 +260,24 @@ def test_composed_geometry_matches_pixels():
         assert_boxes_match_pixels(image, label, tol=1, all_kept=False)
 
 
+@pytest.mark.parametrize("mode", ["letterbox", "resize"])
+def test_network_boxes_map_back_to_the_image_clipped_to_its_edges(mode):
+    """A 200 x 100 image fed at 64 px: a box inside maps back exactly (hand-computed), a box the network draws
+    past the image (into the letterbox padding, or past the input) ends at the image's edge."""
+    from gluon_yolo3.data.feed import build_resize, resize_with_geometry, to_original
+    _, geometry = resize_with_geometry(build_resize(mode, 64), np.zeros((100, 200, 3), np.uint8))
+    sx, sy, ox, oy, w, h = geometry
+    assert (w, h) == (200, 100)
+    if mode == "letterbox":       # 200 x 100 -> 64 x 32, centred: 16 rows of padding above
+        np.testing.assert_allclose([sx, sy, ox, oy], [0.32, 0.32, 0, 16])
+    else:
+        np.testing.assert_allclose([sx, sy, ox, oy], [0.32, 0.64, 0, 0])
+    inside = np.array([[ox + 32 * sx, oy + 10 * sy, ox + 96 * sx, oy + 60 * sy]], np.float32)
+    np.testing.assert_allclose(to_original(inside, geometry), [[32, 10, 96, 60]], atol=1e-3)
+    past = np.array([[-5, -5, 70, 70]], np.float32)
+    np.testing.assert_allclose(to_original(past, geometry), [[0, 0, 200, 100]])
+
+
 def test_boxes_below_one_pixel_are_dropped():
     image = np.zeros((40, 40, 3), np.uint8)
     label = np.array([[0, 0, 2, 20, 0, 0], [10, 10, 30, 30, 1, 1]], np.float32)
