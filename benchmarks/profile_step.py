@@ -3,6 +3,7 @@
     python benchmarks/profile_step.py --model darknet53 --steps 2     # batch 8, 320 px, as train_step.py
     python benchmarks/profile_step.py --inference --steps 5           # batch-1 fp32 inference at 416
     python benchmarks/profile_step.py --onednn --steps 2              # our training step, per oneDNN primitive
+    python benchmarks/profile_step.py --onednn --amp bfloat16         # the same step in bfloat16 (train.amp)
     python benchmarks/profile_step.py --onednn --inference --batch 8  # the fused fp32 graph, per oneDNN primitive
     python benchmarks/profile_step.py --onednn --inference --int8     # the MXNet int8 graph, per oneDNN primitive
 
@@ -139,9 +140,11 @@ def onednn_table(call, calls: int, top: int, title: str, ceiling: float):
         print(f"  {ms:8.2f} ms  {counts[key] // calls:3d}x  {rate}  {key}")
 
 
-def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str, int8: bool = False):
+def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str, int8: bool = False,
+                  amp: str = "float32"):
     """Our fused fp32 darknet53 detector at 416 (`inference`; `int8`: quantized by `quantize_detector` on 16
-    synthetic images), or our training step of `model` at 320, timed per oneDNN primitive over `calls` calls."""
+    synthetic images), or our training step of `model` at 320 in `amp` (float32 or bfloat16), timed per oneDNN
+    primitive over `calls` calls."""
     import inference as inf
     from gluon_yolo3 import api
     from gluon_yolo3.deploy.quantize import quantize_detector
@@ -161,8 +164,8 @@ def onednn_layers(calls: int, top: int, batch: int, inference: bool, model: str,
                 title = f"ours darknet53 {'int8' if int8 else 'fused fp32'} inference, batch {batch}, 416"
                 ceiling = conv_ceiling(batch, 26, runs=10)
             else:
-                call, _ = ts.our_step(model, 320, batch, Path(tmp))
-                title = f"ours {model} training step, batch {batch}, 320"
+                call, _ = ts.our_step(model, 320, batch, Path(tmp), amp=amp)
+                title = f"ours {model} {amp} training step, batch {batch}, 320"
                 ceiling = conv_ceiling(batch, 20, backward=True, runs=10)
             for _ in range(3):
                 call()
@@ -182,15 +185,17 @@ def main():
                              "the fused fp32 detector")
     parser.add_argument("--batch", type=int, help="--onednn: batch size (default 8 for training, 1 for inference)")
     parser.add_argument("--int8", action="store_true", help="--onednn --inference: the MXNet int8 detector")
+    parser.add_argument("--amp", default="float32", choices=ts.precisions(),
+                        help="training: our step's precision (train.amp); bfloat16 on CPUs that have it")
     args = parser.parse_args()
     if args.onednn:
         batch = args.batch or (1 if args.inference else 8)
-        return onednn_layers(args.steps, args.top, batch, args.inference, args.model, args.int8)
+        return onednn_layers(args.steps, args.top, batch, args.inference, args.model, args.int8, args.amp)
     if args.inference:
         return profile_inference(args.steps, args.top, args.skip_gluoncv)
     with tempfile.TemporaryDirectory() as tmp:
-        ours, images = ts.our_step(args.model, 320, 8, Path(tmp))
-        profile(ours, args.steps, args.top, f"ours {args.model}")
+        ours, images = ts.our_step(args.model, 320, 8, Path(tmp), amp=args.amp)
+        profile(ours, args.steps, args.top, f"ours {args.model} {args.amp}")
         if not args.skip_gluoncv:
             profile(ts.gluoncv_step(images), args.steps, args.top, "GluonCV yolo3_darknet53_voc")
 

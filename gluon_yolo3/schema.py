@@ -67,6 +67,8 @@ DEFAULTS: Dict[str, Any] = {
         "epochs": 10,
         "steps": None,               # a budget in steps instead: epochs = ceil(steps / steps per epoch), so
                                      # that one recipe fits datasets of any size
+        "min_steps": None,           # at least this many steps: epochs = max(epochs, ceil(min_steps / steps per
+                                     # epoch)), so that a small dataset still gets enough updates
         "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
         "lr": 0.001,
         "lr_schedule": {"type": "warmup_cosine", "warmup_epochs": 1, "final_lr": 0.0},
@@ -205,6 +207,7 @@ RULES: Dict[str, Rule] = {
     "train.val_every": _or_auto(_integer(0)),
     "train.checkpoint_every": _or_auto(_integer(1)),
     "train.steps": _integer(1),
+    "train.min_steps": _integer(1),
     "train.init_from": Rule(_is_text, "a path to weights (a folder, a .params or a Darknet .weights file)"),
     "train.init_cfg": Rule(_is_text, "a path to a Darknet .cfg file"),
     "train.freeze": Rule(_is_freeze, "a mapping like {modules: [backbone], epochs: 3, norm: true}"),

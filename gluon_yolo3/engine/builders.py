@@ -125,13 +125,21 @@ def log_problems(datasets: Mapping[str, Any], log: Callable[[str], None], limit:
 
 
 def epochs_for(train_cfg: Dict[str, Any], images: int, batch_size: int, workers: int, log) -> int:
-    """The run's epochs: `train.epochs`, or with a step budget (`train.steps`) as many as it takes, which are
-    written into `train_cfg` (and so into the run's recipe.yaml)."""
-    if not train_cfg.get("steps"):
+    """The run's epochs: `train.epochs`; with a step budget (`train.steps`) as many as it takes; with
+    `train.min_steps`, at least as many as that takes. The count is written into `train_cfg` (and so into the
+    run's recipe.yaml)."""
+    steps, min_steps = train_cfg.get("steps"), train_cfg.get("min_steps")
+    if not steps and not min_steps:
         return int(train_cfg["epochs"])
     per_epoch = max(1, (images // workers) // batch_size)
-    train_cfg["epochs"] = max(1, math.ceil(int(train_cfg["steps"]) / per_epoch))
-    log(f"train.steps {train_cfg['steps']}: {train_cfg['epochs']} epochs of {per_epoch} steps")
+    if steps:
+        train_cfg["epochs"] = max(1, math.ceil(int(steps) / per_epoch))
+        log(f"train.steps {steps}: {train_cfg['epochs']} epochs of {per_epoch} steps")
+    else:
+        epochs = int(train_cfg["epochs"])
+        train_cfg["epochs"] = max(epochs, math.ceil(int(min_steps) / per_epoch))
+        log(f"train.epochs {epochs}, train.min_steps {min_steps}: {train_cfg['epochs']} epochs of {per_epoch} "
+            f"steps ({train_cfg['epochs'] * per_epoch} steps)")
     return int(train_cfg["epochs"])
 
 

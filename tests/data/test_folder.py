@@ -89,6 +89,18 @@ def test_a_step_budget_sets_the_epochs(tmp_path, demo_recipe):
     assert api.load(tmp_path / "run/recipe.yaml")["train"]["epochs"] == 3
 
 
+@pytest.mark.parametrize("images, epochs, expected", [
+    (150, 30, 45),     # 9 steps per epoch: 30 epochs are 270 steps, under the 400: 45 epochs (405 steps)
+    (292, 30, 30),     # 18 steps per epoch: 30 epochs are 540 steps, over the 400: the recipe's 30
+    (16, 1, 400),      # one step per epoch
+])
+def test_min_steps_raises_the_epochs_of_a_small_dataset_only(images, epochs, expected):
+    from gluon_yolo3.engine.builders import epochs_for
+    cfg, logged = {"epochs": epochs, "steps": None, "min_steps": 400}, []
+    assert epochs_for(cfg, images, 16, 1, logged.append) == expected == cfg["epochs"]
+    assert f"train.min_steps 400: {expected} epochs of {max(1, images // 16)} steps" in logged[0]
+
+
 def test_anchors_auto_are_fitted_logged_and_written(tmp_path, demo_recipe):
     recipe = api.load(demo_recipe, TINY + ["data.train.image_size=64", "data.val.image_size=64",
                                            "data.train.num_images=40", "data.val.num_images=2", "train.epochs=1",
