@@ -340,7 +340,8 @@ def test_release_tiny_detections_equal_opencv_on_darknet_photos(photo, darknet_r
     square, _ = resize_with_geometry(predictor.resize, api.read_image(darknet_release / "samples" / f"{photo}.jpg"))
     assert square.shape == (416, 416, 3)
     ours = predictor.predict_one(square)
-    theirs = opencv_detections(cfg, weights, square, score_thresh=0.3)
+    # OpenCV's boxes may cross the image's edge; ours end at it (feed.to_original), as Darknet's drawing clips them
+    theirs = [(c, sc, np.clip(b, 0, 416)) for c, sc, b in opencv_detections(cfg, weights, square, score_thresh=0.3)]
     # measured: boxes within 0.001 px, scores within 4e-6
     assert_same_detections(ours, theirs, names, box_px=0.5, score_tol=1e-4)
     assert RELEASE_PHOTOS[photo] <= set(ours["names"]), ours["names"]
