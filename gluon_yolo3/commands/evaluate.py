@@ -12,6 +12,7 @@ from ..evaluation.reports import default_report_folder, jsonable, write_report
 from ..evaluation.runner import evaluate_deployed
 from ..evaluation.tables import format_comparison, format_table
 from ..files import atomic_write_text, cannot_write
+from ..models.precision import inference_dtype
 from .common import (DevicesOption, FuseOption, PrecisionOption, ProgressOption, RecipeArg, SetOption, WeightsOption,
                      cli_errors, load_recipe)
 
@@ -38,7 +39,7 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
     result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
                                       progress=progress, fuse=fuse, precision=precision)
     typer.echo(format_table(result))
-    if precision not in (None, "float32"):
+    if inference_dtype(precision) is not None:      # bfloat16: the float32 figure beside it
         reference, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split, progress=progress,
                                     fuse=fuse)
         typer.echo(format_comparison(reference, {**result, "model": precision}))

@@ -326,7 +326,7 @@ class Trainer:
             if self.clip_grad_norm > 0:
                 self.grad_norm = norm
                 # after the allreduce every device holds the whole summed gradient: scale each copy alike
-                clip([p.grad(ctx) for ctx in self.contexts for p in self.trainable], norm, self.clip_grad_norm)
+                clip((p.grad(ctx) for ctx in self.contexts for p in self.trainable), norm, self.clip_grad_norm)
         self.gluon_trainer.update(1)
         if self.ema is not None:
             self.ema.update()

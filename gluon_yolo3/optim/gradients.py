@@ -1,7 +1,7 @@
 """The summed gradient before an update: its global norm (which also tells whether it is finite) and clipping."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Iterable, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -16,8 +16,9 @@ def sums_of_squares(grads: Sequence[mx.nd.NDArray]) -> Tuple[float, np.ndarray]:
     return float(np.sqrt(squares.sum())), squares
 
 
-def clip(grads: Sequence[mx.nd.NDArray], norm: float, max_norm: float):
-    """Scale `grads` in place so that their global norm `norm` becomes `max_norm` (nothing when it is below)."""
+def clip(grads: Iterable[mx.nd.NDArray], norm: float, max_norm: float):
+    """Scale `grads` in place so that their global norm `norm` becomes `max_norm` (nothing when it is below:
+    `grads` may be a generator, not even walked then)."""
     if norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for grad in grads:
