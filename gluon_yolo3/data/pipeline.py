@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from mxnet import gluon
+from mxnet import gluon, nd
 
 from ..registry import ASSIGNERS
 from .feed import InputSpec
@@ -25,6 +25,16 @@ def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:
     n = min(count, len(boxes))
     out[:n] = boxes[:n]
     return out
+
+
+def trim_padding(gt_boxes: nd.NDArray, multiple: int = 32) -> nd.NDArray:
+    """`(B, M, 4)` boxes padded -1 at the end (`pad_boxes`) -> `(B, M', 4)`: the first M' columns, M' the
+    most boxes an image of the batch holds rounded up to `multiple` (a few shapes for the hybridized loss),
+    at most M. The ignore mask's IoU against every predicted box costs in proportion to M, and padding
+    rows never match (IoU 0), so the loss is the same with fewer of them."""
+    held = (gt_boxes.asnumpy() != -1).any(axis=-1).sum(axis=1).max(initial=0)
+    keep = min(gt_boxes.shape[1], max(1, -(-int(held) // multiple)) * multiple)
+    return gt_boxes if keep == gt_boxes.shape[1] else gt_boxes.slice_axis(axis=1, begin=0, end=keep)
 
 
 class TrainSamples(gluon.data.Dataset):

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..data.build import build_datasets
 from ..data.feed import InputSpec
+from ..data.pipeline import trim_padding
 from ..devices import parse_devices, split_batch
 from ..distributed import kvstore as dist
 from ..files import atomic_write_text, cannot_write
@@ -297,9 +298,9 @@ class Trainer:
 
         Each device's loss is divided by the GLOBAL batch size (all devices of all workers), so that the
         kvstore's sum of the gradients is the gradient of the mean loss over the global batch; the update
-        then uses a rescale of 1.
+        then uses a rescale of 1. `gt_boxes` loses the padding columns no image of the batch needs.
         """
-        xs, ts, gs = (split_batch(a, self.contexts) for a in (x, target, gt_boxes))
+        xs, ts, gs = (split_batch(a, self.contexts) for a in (x, target, trim_padding(gt_boxes)))
         with autograd.record():
             per_device = [self.loss_fn(t, g, *self.net(xd)) for xd, t, g in zip(xs, ts, gs)]
             totals = [loss.sum() / self.global_batch for loss in per_device]

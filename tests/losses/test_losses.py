@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gluon_yolo3.boxes import pairwise_iou
+from gluon_yolo3.data.pipeline import trim_padding
 from gluon_yolo3.losses.composer import YOLOLoss
 from gluon_yolo3.losses.terms import WHL1, XYBCE, ClassBCE, ObjectnessBCE, bce_with_logits
 from gluon_yolo3.registry import LOSSES
@@ -531,3 +532,33 @@ def test_gradient_imperative():
     assert done.returncode == 0, f"child exited with {done.returncode}: {done.stderr[-2000:]}"
     grad = np.asarray(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(grad, expected_objectness_gradient(), rtol=1e-5, atol=1e-7)
+
+
+def test_trim_padding_keeps_every_box_in_a_few_shapes():
+    boxes = -np.ones((3, 100, 4), np.float32)
+    boxes[0, :5] = [0, 0, 10, 10]
+    boxes[2, :40] = [0, 0, 4, 4]                         # the fullest image: 40 boxes -> 64 columns
+    boxes[2, 39] = [0, 0, 0, 0]                          # a degenerate box is still a box, not padding
+    out = trim_padding(mx.nd.array(boxes))
+    assert out.shape == (3, 64, 4)
+    np.testing.assert_array_equal(out.asnumpy(), boxes[:, :64])
+    assert trim_padding(mx.nd.array(boxes[:, :50])).shape == (3, 50, 4)          # never more than M
+    assert trim_padding(mx.nd.array(-np.ones((2, 100, 4), np.float32))).shape == (2, 32, 4)   # no box at all
+    assert trim_padding(mx.nd.array(boxes), multiple=8).shape == (3, 40, 4)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_trimmed_padding_gives_the_hand_loss(hybridize):
+    """The trainer's trim (`trim_padding`) in front of the loss: the ignore-mask hand case, unchanged, with the
+    ground truth padded to 70 columns and trimmed to 32, through one (hybridized) loss that saw both widths."""
+    raw, target, gt_boxes = tiny_inputs()
+    wide = -np.ones((2, 70, 4), np.float32)
+    wide[:, :2] = gt_boxes
+    loss = build_loss(OBJ_ONLY, 0.7, hybridize)
+    full = run_loss(loss, raw, target, wide)
+    trimmed = trim_padding(mx.nd.array(wide))
+    assert trimmed.shape == (2, 32, 4)
+    out = run_loss(loss, raw, target, trimmed.asnumpy())
+    expected = [obj_by_hand([2], [0, 1, 4, 5, 6, 7], 0), obj_by_hand([], range(8), 1)]
+    np.testing.assert_allclose(out[:, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(full, out, rtol=1e-6)
