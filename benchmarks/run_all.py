@@ -1,6 +1,6 @@
-"""Every benchmark in one run: training step, inference, data pipeline; writes results/<date>.json and .md.
+"""Every benchmark in one run: training step, inference, optimizer update, data pipeline -> results/<date>.json, .md.
 
-    python benchmarks/run_all.py            # full repeats (about an hour on 2 busy cores)
+    python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores)
     python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there)
 
 Each benchmark runs in its own process (one after the other, never side by side), prints its own
@@ -120,6 +120,10 @@ def markdown(result: Dict[str, Any]) -> str:
         lines.append(f"| one epoch of recipes/bccd_tiny.yaml ({f32['images']} images, {f32['steps']} steps), "
                      f"bfloat16 against our float32 | {b16['seconds']:.1f} s | {f32['seconds']:.1f} s (ours fp32) | "
                      f"{f32['seconds'] / b16['seconds']:.2f}x | - |")
+    upd = result.get("optimizer_update")
+    if upd:
+        lines.append(f"| SGD update of darknet53's {upd['weights'] / 1e6:.1f} M weights (optimizer_update.py) | "
+                     f"{upd['ours_ms']:.1f} ms | {upd['gluoncv_ms']:.1f} ms | {upd['ratio']:.2f}x | - |")
     d = result["data_pipeline"]
     if d.get("ratio") is not None:
         lines.append(f"| data pipeline at 416, batch 16 | {d['ours_img_s']:.1f} img/s | "
@@ -187,6 +191,9 @@ def main(argv=None):
         result["train_step"].update(json.loads(train_json.read_text()))
         run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())
+        update_json = Path(tmp) / "update.json"
+        run("optimizer_update.py", (["--rounds", "1"] if args.quick else []) + ["--json", str(update_json)], threads)
+        result["optimizer_update"] = json.loads(update_json.read_text())
         if mxnet_default != threads:
             run("train_step.py", train_args + ["--gluoncv-only", "--json", str(train_json)], mxnet_default,
                 mxnet_defaults=True)
