@@ -28,12 +28,13 @@ def pad_boxes(boxes: np.ndarray, count: int, fill: float = -1.0) -> np.ndarray:
 
 
 def trim_padding(gt_boxes: nd.NDArray, multiple: int = 32) -> nd.NDArray:
-    """`(B, M, 4)` boxes padded -1 at the end (`pad_boxes`) -> `(B, M', 4)`: the first M' columns, M' the
-    most boxes an image of the batch holds rounded up to `multiple` (a few shapes for the hybridized loss),
-    at most M. The ignore mask's IoU against every predicted box costs in proportion to M, and padding
-    rows never match (IoU 0), so the loss is the same with fewer of them."""
-    held = (gt_boxes.asnumpy() != -1).any(axis=-1).sum(axis=1).max(initial=0)
-    keep = min(gt_boxes.shape[1], max(1, -(-int(held) // multiple)) * multiple)
+    """`(B, M, 4)` boxes padded with rows of -1 (`pad_boxes`) -> `(B, M', 4)`: the first M' columns, M' one
+    past the last column any image of the batch fills, rounded up to `multiple` (a few shapes for the
+    hybridized loss), at most M. The ignore mask's IoU against every predicted box costs in proportion to M,
+    and padding rows never match (IoU 0), so the loss is the same with fewer of them."""
+    filled = np.flatnonzero((gt_boxes.asnumpy() != -1).any(axis=-1).any(axis=0))          # columns in use
+    used = int(filled[-1]) + 1 if filled.size else 0
+    keep = min(gt_boxes.shape[1], max(1, -(-used // multiple)) * multiple)
     return gt_boxes if keep == gt_boxes.shape[1] else gt_boxes.slice_axis(axis=1, begin=0, end=keep)
 
 

@@ -11,7 +11,7 @@ class SGD(mx.optimizer.SGD):
     """MXNet's SGD (same arguments, state and update rule), applied one tensor at a time.
 
     MXNet 1.9.1 groups tensors into one `multi_sgd_mom_update` per four, a kernel much slower on a CPU than
-    one `sgd_mom_update` per tensor: darknet53's 61.6 M weights in about 80 ms against 150 ms alone
+    one `sgd_mom_update` per tensor: darknet53's 61.6 M weights in 70 to 80 ms against 130 to 150 alone
     (`python benchmarks/optimizer_update.py`), about 120 ms against 360 ms inside a bf16 training step
     (`python benchmarks/profile_step.py --amp bfloat16`). Both compute
     `mom = momentum * mom - lr * (rescale * clip(grad) + wd * weight); weight += mom`."""

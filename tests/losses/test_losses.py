@@ -545,6 +545,8 @@ def test_trim_padding_keeps_every_box_in_a_few_shapes():
     assert trim_padding(mx.nd.array(boxes[:, :50])).shape == (3, 50, 4)          # never more than M
     assert trim_padding(mx.nd.array(-np.ones((2, 100, 4), np.float32))).shape == (2, 32, 4)   # no box at all
     assert trim_padding(mx.nd.array(boxes), multiple=8).shape == (3, 40, 4)
+    boxes[1, 70] = [5, 5, 9, 9]                          # a box after padding rows is kept too
+    assert trim_padding(mx.nd.array(boxes)).shape == (3, 96, 4)
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
