@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mxnet import gluon
 
+from ..boxes import iou_family
 from ..registry import LOSSES
 
 
@@ -63,18 +64,30 @@ class WHL1(LossTerm):
 
 @LOSSES.register("objectness_bce")
 class ObjectnessBCE(LossTerm):
-    """Objectness: BCE towards 1 on assigned anchors and towards 0 on background (ignore mask applied)."""
+    """Objectness: BCE towards 1 on assigned anchors and towards 0 on background (ignore mask applied).
+
+    `iou_target` r in [0, 1] moves an assigned anchor's target from 1 to `1 - r + r * IoU(its decoded box, its
+    ground truth)` (no gradient through the IoU; YOLOv5's `gr`), so that the score ranks well-placed boxes
+    above loose ones; 0 (the default) is YOLOv3's target 1.
+    """
 
     short_name = "obj"
 
-    def __init__(self, noobj_weight: float = 1.0, **kwargs):
+    def __init__(self, noobj_weight: float = 1.0, iou_target: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        if not 0 <= iou_target <= 1:
+            raise ValueError(f"objectness_bce: iou_target must lie in [0, 1], got {iou_target}")
         self.noobj_weight = float(noobj_weight)
+        self.iou_target = float(iou_target)
 
     def hybrid_forward(self, F, pred, target, pred_boxes, noobj):
         obj = field(F, target, 0, 1)
         logits = field(F, pred, 4, 5)
-        positive = bce_with_logits(F, logits, F.ones_like(logits)) * obj
+        goal = F.ones_like(logits)
+        if self.iou_target:
+            iou = F.stop_gradient(F.expand_dims(iou_family(F, pred_boxes, field(F, target, 6, 10)), -1))
+            goal = goal * (1 - self.iou_target) + self.iou_target * F.clip(iou, 0, 1)
+        positive = bce_with_logits(F, logits, goal) * obj
         negative = bce_with_logits(F, logits, F.zeros_like(logits)) * noobj
         return per_image_sum(F, positive + self.noobj_weight * negative)
 

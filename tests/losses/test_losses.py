@@ -176,6 +176,36 @@ def test_objectness_noobj_weight_from_registry():
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("iou_target", [1.0, 0.5])
+def test_objectness_iou_target_by_hand(iou_target, hybridize):
+    """One assigned anchor whose decoded box (0, 0, 10, 10) has IoU 0.5 with its ground truth (0, 0, 10, 20):
+    the positive target is 1 - r + r * 0.5; the loss sends no gradient into the box through that IoU."""
+    logit = 0.7
+    pred = mx.nd.array([[[0, 0, 0, 0, logit, 0]]])                  # (1, 1, 5 + 1)
+    target = mx.nd.zeros((1, 1, 11))
+    target[0, 0, 0] = 1                                              # assigned
+    target[0, 0, 6:10] = mx.nd.array([0, 0, 10, 20])                # its box, x1y1x2y2 pixels
+    boxes = mx.nd.array([[[0, 0, 10, 10]]])
+    noobj = mx.nd.zeros((1, 1, 1))
+    goal = 1 - iou_target + iou_target * 0.5
+    term = LOSSES.build({"type": "objectness_bce", "iou_target": iou_target})
+    if hybridize:
+        term.hybridize()
+    pred.attach_grad()
+    boxes.attach_grad()
+    with mx.autograd.record():
+        loss = term(pred, target, boxes, noobj)
+    loss.backward()
+    assert loss.asscalar() == pytest.approx(textbook_bce(logit, goal), rel=1e-5)
+    np.testing.assert_allclose(pred.grad.asnumpy()[0, 0, 4], sigmoid(logit) - goal, rtol=1e-5)
+    np.testing.assert_array_equal(boxes.grad.asnumpy(), 0)
+    # r = 0 is YOLOv3's target 1
+    assert run_term(ObjectnessBCE(iou_target=0.0)) == pytest.approx(run_term(ObjectnessBCE()))
+    with pytest.raises(ValueError, match="iou_target"):
+        ObjectnessBCE(iou_target=1.5)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
 def test_class_bce(hybridize):
     expected = reference_cls(PRED, TARGET)
     # image 1 by hand: t2 only, logits (2, -0.5) vs (0, 1): log(1 + e^2) + log(1 + e^0.5) = 2.126928 + 0.974077
