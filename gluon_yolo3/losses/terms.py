@@ -86,7 +86,7 @@ class ObjectnessBCE(LossTerm):
         goal = F.ones_like(logits)
         if self.iou_target:
             iou = F.stop_gradient(F.expand_dims(iou_family(F, pred_boxes, field(F, target, 6, 10)), -1))
-            goal = goal * (1 - self.iou_target) + self.iou_target * F.clip(iou, 0, 1)
+            goal = goal * (1 - self.iou_target) + self.iou_target * iou      # IoU lies in [0, 1]
         positive = bce_with_logits(F, logits, goal) * obj
         negative = bce_with_logits(F, logits, F.zeros_like(logits)) * noobj
         return per_image_sum(F, positive + self.noobj_weight * negative)
