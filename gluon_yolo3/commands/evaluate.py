@@ -48,11 +48,15 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
         typer.echo(f"wrote {json_out}")
     folder = report or default_report_folder(weights, split)
     try:
-        write_report(detections, list(result["per_class"]), folder, result,
-                     iou_thresh=cfg["eval"]["iou_thresh"], score_thresh=cfg["predict"]["score_thresh"])
+        paths = write_report(detections, list(result["per_class"]), folder, result,
+                             iou_thresh=cfg["eval"]["iou_thresh"], score_thresh=cfg["predict"]["score_thresh"])
     except OSError as err:
         raise cannot_write(folder, err) from None
     typer.echo(f"report: {folder}/")
+    errors = json.loads(paths["errors"].read_text())
+    kinds = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in errors["counts"]["false_positives"].items())
+    typer.echo(f"errors.json: {sum(errors['counts']['false_positives'].values())} false positives scoring >= "
+               f"{errors['score_thresh']:g} ({kinds}), {errors['counts']['missed']} ground-truth boxes missed")
     if deployed is not None:
         other, _ = evaluate_deployed(cfg, deployed, devices=devices, metric=metric, split=split, progress=progress)
         typer.echo(format_table(other))

@@ -107,13 +107,15 @@ class COCOMetric:
         self._num_det = np.zeros(self.num_classes, dtype=np.int64)
         self._evals: Dict[Any, Any] = {}
 
-    def update(self, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult=None):
+    def update(self, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult=None,
+               file_name: Optional[str] = None):
         """Add one image. preds `(K, 4)`, `(K,)`, `(K,)` (ids < 0 are padding); gts `(M, 4)`, `(M,)`,
-        `(M,)` (ids < 0 are padding; difficult 0/1, default all 0). Boxes x1y1x2y2 pixels."""
+        `(M,)` (ids < 0 are padding; difficult 0/1, default all 0). Boxes x1y1x2y2 pixels. `file_name`: the
+        image's, kept in the ground truth's `images` (so a report's ids lead back to the photos)."""
         pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult = image_inputs(
             self.class_names, pred_boxes, pred_ids, pred_scores, gt_boxes, gt_ids, gt_difficult)
         image_id = len(self._images)
-        self._images.append({"id": image_id})
+        self._images.append({"id": image_id} if file_name is None else {"id": image_id, "file_name": file_name})
         for box, c, difficult in zip(xyxy_to_xywh(gt_boxes).tolist(), gt_ids.tolist(), gt_difficult.tolist()):
             self._gt.append({"id": len(self._gt) + 1, "image_id": image_id, "category_id": c + 1,
                              "bbox": box, "area": box[2] * box[3], "iscrowd": int(difficult)})

@@ -7,6 +7,7 @@ Every function takes `results`: one dict per image with `boxes (K, 4)` x1y1x2y2,
   difficult ignored) per class; the AP in the legend is VOC's area AP (equal to the `voc` metric's).
 - `confusion_matrix` / `confusion_matrix_png`: class confusions of detections scoring >= score_thresh.
 - `ap_by_size`: AP at one IoU for COCO's small / medium / large ground truth (pycocotools, `coco.py`).
+- `error_list`: the false positives (why each is one) and the missed ground truth, with their images.
 - `write_report`: all of the above, the detections in COCO results format and the metric, into a folder.
 
 Plots use `matplotlib.figure.Figure` with an Agg canvas, never pyplot (see `plots.py`).
@@ -205,7 +206,7 @@ def coco_metric(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequen
     metric = COCOMetric(class_names, iou_thresh=iou_thresh)
     for r in results:
         boxes, ids, scores, gt_boxes, gt_ids, difficult = _unpack(r)
-        metric.update(boxes, ids, scores, gt_boxes, gt_ids, difficult)
+        metric.update(boxes, ids, scores, gt_boxes, gt_ids, difficult, file_name=r.get("image"))
     return metric
 
 
@@ -269,6 +270,64 @@ def ap_by_size_png(by_size: Mapping[str, Any], path) -> Path:
     return Path(path)
 
 
+# ---- errors: the false positives and the missed ground truth, by image ------------------------------
+def _why(iou_same: np.ndarray, iou_other: np.ndarray, iou_thresh: float) -> str:
+    """Why a false positive is one, from its IoU with the image's ground truth of its class `(M1,)` and of
+    the other classes `(M2,)`: `duplicate`, `wrong_class`, `localisation` (IoU in [0.1, iou_thresh), TIDE's
+    background threshold) or `background`."""
+    if iou_same.size and iou_same.max() >= iou_thresh:
+        return "duplicate"
+    if iou_other.size and iou_other.max() >= iou_thresh:
+        return "wrong_class"
+    return "localisation" if iou_same.size and iou_same.max() >= 0.1 else "background"
+
+
+def error_list(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequence[str], iou_thresh: float = 0.5,
+               score_thresh: float = 0.3) -> Dict[str, Any]:
+    """Where a detector goes wrong: `false_positives`, every detection scoring >= score_thresh that VOC's
+    matching (`voc.match_detections`) calls false, by descending score, with its `kind` (see `_why`) and best
+    IoU with ground truth of its class; `missed`, every non-difficult ground truth that no such detection
+    matched, with the best IoU any detection of its class reaches (whatever its score) and that detection's
+    score (null when none overlaps it). Boxes x1y1x2y2 original pixels; `image`: the result's `image` (its
+    file name), else its index.
+
+    Greedy matching by descending score means the detections above score_thresh match as they do in AP.
+    """
+    names = list(class_names)
+    false_positives: List[Dict[str, Any]] = []
+    missed: List[Dict[str, Any]] = []
+    for n, r in enumerate(results):
+        boxes, ids, scores, gt_boxes, gt_ids, difficult = _unpack(r)
+        image = r.get("image", n)
+        iou = box_iou(_inclusive(boxes), _inclusive(gt_boxes)) if len(boxes) and len(gt_boxes) \
+            else np.zeros((len(boxes), len(gt_boxes)))
+        found = np.zeros(len(gt_boxes), dtype=bool)
+        for k in np.unique(np.concatenate([ids, gt_ids])):
+            mine = np.flatnonzero((ids == k) & (scores >= score_thresh))
+            gts = np.flatnonzero(gt_ids == k)
+            match = match_detections(boxes[mine], scores[mine], gt_boxes[gts], difficult[gts], iou_thresh)
+            for i, m in zip(mine, match):
+                if m == TP:
+                    found[gts[iou[i, gts].argmax()]] = True
+                elif m != -1:
+                    false_positives.append({"image": image, "class": names[k], "score": float(scores[i]),
+                                            "box": boxes[i].tolist(),
+                                            "kind": _why(iou[i, gts], iou[i, gt_ids != k], iou_thresh),
+                                            "best_iou": float(iou[i, gts].max()) if len(gts) else 0.0})
+        for g in np.flatnonzero(~found & ~difficult):
+            same = np.flatnonzero(ids == gt_ids[g])
+            best = same[iou[same, g].argmax()] if len(same) and iou[same, g].max() > 0 else None
+            missed.append({"image": image, "class": names[gt_ids[g]], "box": gt_boxes[g].tolist(),
+                           "best_iou": 0.0 if best is None else float(iou[best, g]),
+                           "best_score": None if best is None else float(scores[best])})
+    false_positives.sort(key=lambda e: -e["score"])
+    kinds = ("background", "localisation", "wrong_class", "duplicate")
+    return {"iou_thresh": float(iou_thresh), "score_thresh": float(score_thresh),
+            "counts": {"false_positives": {kind: sum(e["kind"] == kind for e in false_positives) for kind in kinds},
+                       "missed": len(missed)},
+            "false_positives": false_positives, "missed": missed}
+
+
 # ---- the whole report -----------------------------------------------------------------------------
 def jsonable(value):
     """`value` with numpy scalars and arrays as Python values and NaN as None (JSON null)."""
@@ -299,8 +358,10 @@ def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Seque
                  metric_result: Optional[Mapping[str, Any]] = None, iou_thresh: float = 0.5,
                  score_thresh: float = 0.3) -> Dict[str, Path]:
     """Write into `folder` (created): `pr_curves.png`, `confusion_matrix.png` (detections scoring >=
-    score_thresh), `ap_by_size.json` and `.png`, `detections_coco.json` (COCO results format), `ground_truth_coco.json`
-    (the matching COCO ground truth: image id = position in `results`, category id = class index + 1) and
+    score_thresh), `ap_by_size.json` and `.png`, `errors.json` (`error_list`, the same score_thresh),
+    `detections_coco.json` (COCO results format), `ground_truth_coco.json`
+    (the matching COCO ground truth: image id = position in `results`, `file_name` = the result's `image`,
+    category id = class index + 1) and
     `metrics.json` (`metric_result`, NaN as null). Returns {name: path}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -308,7 +369,8 @@ def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Seque
     paths = {"pr_curves": folder / "pr_curves.png", "confusion_matrix": folder / "confusion_matrix.png",
              "ap_by_size": folder / "ap_by_size.json", "ap_by_size_png": folder / "ap_by_size.png",
              "detections": folder / "detections_coco.json",
-             "ground_truth": folder / "ground_truth_coco.json", "metrics": folder / "metrics.json"}
+             "ground_truth": folder / "ground_truth_coco.json", "errors": folder / "errors.json",
+             "metrics": folder / "metrics.json"}
     pr_curves_png(results, class_names, paths["pr_curves"], iou_thresh=iou_thresh)
     matrix = confusion_matrix(results, len(class_names), iou_thresh=iou_thresh, score_thresh=score_thresh)
     confusion_matrix_png(matrix, class_names, paths["confusion_matrix"],
@@ -318,6 +380,8 @@ def write_report(results: Sequence[Mapping[str, np.ndarray]], class_names: Seque
     by_size = _ap_by_size(coco)
     paths["ap_by_size"].write_text(json.dumps(jsonable(by_size), indent=1))
     ap_by_size_png(by_size, paths["ap_by_size_png"])
+    paths["errors"].write_text(json.dumps(jsonable(error_list(results, class_names, iou_thresh, score_thresh)),
+                                          indent=1))
     coco.write_results_json(paths["detections"])
     coco.write_ground_truth_json(paths["ground_truth"])
     metrics = dict(metric_result or {})

@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from ..data.base import FileDetectionDataset
 from ..data.build import build_datasets
 from ..data.feed import InputSpec, to_original
 from ..data.pipeline import EvalSamples
@@ -32,8 +33,8 @@ def detect_dataset(net, dataset, recipe: Mapping[str, Any], spec: InputSpec, con
                    progress: bool = True) -> List[Dict[str, np.ndarray]]:
     """Detections for every image of `dataset`, in original image pixels.
 
-    Returns one dict per image: `boxes (K, 4)`, `scores (K,)`, `ids (K,)` (padding removed), and the
-    ground truth `gt (M, 6)` as the dataset gives it.
+    Returns one dict per image: `boxes (K, 4)`, `scores (K,)`, `ids (K,)` (padding removed), the
+    ground truth `gt (M, 6)` as the dataset gives it, and `image`: its file name (or the dataset's image id).
     """
     results = []
     loader = eval_loader(dataset, spec, recipe)
@@ -51,8 +52,14 @@ def detect_dataset(net, dataset, recipe: Mapping[str, Any], spec: InputSpec, con
             keep = ids[i] >= 0
             gt = labels[i][labels[i][:, 4] >= 0]
             results.append({"boxes": to_original(boxes[i][keep], geometry[i]), "scores": scores[i][keep],
-                            "ids": ids[i][keep].astype(np.int64), "gt": gt})
+                            "ids": ids[i][keep].astype(np.int64), "gt": gt,
+                            "image": image_name(dataset, len(results))})
     return results
+
+
+def image_name(dataset, i: int) -> str:
+    """The file name of image `i` of `dataset` (its image id when it has no files)."""
+    return dataset.image_path(i).name if isinstance(dataset, FileDetectionDataset) else dataset.image_id(i)
 
 
 def score_detections(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequence[str],

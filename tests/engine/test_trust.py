@@ -84,6 +84,14 @@ def test_eval_counts_each_class_under_its_own_name(shifted, tmp_path, invoke):
     assert scores["num_gt"] == {"cat": 0, "dog": 8}       # the val split's 8 dogs are dogs, not cats
     cat_row = [line for line in result.output.splitlines() if line.startswith("cat ")][0]
     assert "no ground truth" in cat_row
+    truth = json.loads((tmp_path / "r/ground_truth_coco.json").read_text())   # its ids lead back to the photos
+    assert [image["file_name"] for image in truth["images"]] == ["v0.jpg", "v1.jpg", "v2.jpg", "v3.jpg"]
+    boxes = [a["bbox"] for a in truth["annotations"] if a["image_id"] == 2]      # v2's dogs, VOC 1-based to x y w h
+    assert boxes == [[3, 3, 37, 37], [1, 39, 19, 23]]
+    errors = json.loads((tmp_path / "r/errors.json").read_text())
+    assert "errors.json: " in result.output and errors["missed"]                # one epoch: dogs are missed
+    names = {e["image"] for e in errors["missed"] + errors["false_positives"]}
+    assert names <= {"v0.jpg", "v1.jpg", "v2.jpg", "v3.jpg"}
 
 
 def test_recipe_classes_that_differ_from_the_weights_are_refused(shifted, tmp_path, invoke):

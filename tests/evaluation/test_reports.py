@@ -10,7 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gluon_yolo3.evaluation.reports import (ap_by_size, confusion_matrix, confusion_matrix_png,
+from gluon_yolo3.evaluation.reports import (ap_by_size, confusion_matrix, confusion_matrix_png, error_list,
                                             precision_recall_curves, pr_curves_png, write_report)
 from gluon_yolo3.evaluation.voc import VOCMeanAP
 
@@ -143,12 +143,37 @@ def test_ap_by_size():
     assert math.isnan(out["per_class"]["dog"]["all"])
 
 
+def test_error_list_by_hand():
+    errors = error_list(hand_results(), NAMES, iou_thresh=0.5, score_thresh=0.3)
+    fps = [(e["image"], e["class"], e["score"], e["kind"], e["best_iou"]) for e in errors["false_positives"]]
+    assert fps == [(0, "cat", pytest.approx(0.85), "duplicate", 1.0),      # A's second cat
+                   (0, "cat", pytest.approx(0.8), "wrong_class", 0.0),     # a cat on the dog B
+                   (0, "dog", pytest.approx(0.7), "background", 0.0),      # FAR
+                   (0, "dog", pytest.approx(0.6), "wrong_class", 0.0),     # a dog on D, a (difficult) cat
+                   (1, "bird", pytest.approx(0.5), "background", 0.0)]     # an image without ground truth
+    missed = [(e["image"], e["class"], e["box"], e["best_iou"], e["best_score"]) for e in errors["missed"]]
+    assert missed == [(0, "dog", B, 0.0, None),                            # nothing of its class touches it
+                      (0, "bird", C, 1.0, pytest.approx(0.2)),             # found, but under score_thresh
+                      (2, "dog", B, 0.0, None)]                            # difficult D is never missed
+    assert errors["counts"] == {"false_positives": {"background": 2, "localisation": 0, "wrong_class": 2,
+                                                    "duplicate": 1}, "missed": 3}
+
+    short = {**image([[10, 10, 30, 60]], [CAT], [0.9], [A + [CAT, 0]]), "image": "a.jpg"}  # 21 of A's 51 columns
+    errors = error_list([short], NAMES)
+    assert errors["false_positives"][0]["kind"] == "localisation" and errors["false_positives"][0]["image"] == "a.jpg"
+    assert errors["false_positives"][0]["best_iou"] == pytest.approx(21 / 51)
+    assert errors["missed"][0]["best_iou"] == pytest.approx(21 / 51)
+    assert errors["missed"][0]["best_score"] == pytest.approx(0.9)
+    assert error_list([short], NAMES, iou_thresh=0.4)["false_positives"] == []    # 0.41 passes at 0.4
+
+
 def test_write_report(tmp_path):
     results = random_results(2)
     metric_result = {"metric": "voc", "map": 0.5, "per_class": {"cat": 0.5, "dog": float("nan")}}
     paths = write_report(results, NAMES, tmp_path / "report", metric_result)
     assert set(paths) == {"pr_curves", "confusion_matrix", "ap_by_size", "ap_by_size_png", "detections",
-                          "ground_truth", "metrics"}
+                          "ground_truth", "errors", "metrics"}
+    assert json.loads(paths["errors"].read_text()) == json.loads(json.dumps(error_list(results, NAMES)))
     for key in ("pr_curves", "confusion_matrix", "ap_by_size_png"):
         _check_png(paths[key])
     metrics = json.loads(paths["metrics"].read_text())
