@@ -7,6 +7,7 @@ from gluon_yolo3 import api
 from gluon_yolo3.data.base import DatasetError
 from gluon_yolo3.data.build import build_datasets
 from gluon_yolo3.data.folder import seeded_split
+from gluon_yolo3.data.pipeline import build_assigner, build_train_batches
 from gluon_yolo3.engine.trainer import Trainer
 
 TINY = ["model.input_size=64", "data.num_workers=0", "train.batch_size=2", "train.val_every=0", "train.lr=0.01",
@@ -124,3 +125,20 @@ def test_explicit_anchors_that_fit_badly_get_the_command_that_fixes_them(tmp_pat
     warning = next(line for line in logged if line.startswith("warning: model.anchors fit the training boxes badly"))
     assert f"gluon-yolo3 anchors {demo_recipe}" in warning and "< 0.98" in warning and "auto" in warning
     assert np.isfinite(float(warning.split("recall ")[1].split(" ")[0]))
+
+
+def test_photos_without_boxes_train_as_background_in_the_custom_recipe(tmp_path, repo, write_voc):
+    """README, "Train on your own data": a look-alike photo with an annotation but no <object> stays in the
+    training split, and the recipe's whole chain gives it an all-background target (objectness 0 everywhere,
+    so every cell learns "nothing here"), while a photo with a box gets a positive."""
+    root = write_voc(tmp_path / "voc", {"raccoon": [("raccoon", 4, 4, 40, 60, 0)], "cat": []}, split="trainval")
+    write_voc(root, {"test": [("raccoon", 4, 4, 40, 60, 0)]}, split="test")
+    recipe = api.load(repo / "recipes/custom_voc.yaml", [f"data.root={root}", "train.init_from=null"])
+    train = build_datasets(recipe, ("train",))["train"]
+    assert ids(train) == ["raccoon", "cat"] and train.label(1).shape == (0, 6)
+    assigner = build_assigner(recipe, recipe["model"]["anchors"], (16, 32), len(train.classes))
+    samples, _, _ = build_train_batches(recipe, train, assigner, batch_size=2, seed=0)
+    for epoch in range(3):                                     # keys: (epoch, size index, image index)
+        with_box, background = samples[epoch * 2 * len(samples.sizes)], samples[epoch * 2 * len(samples.sizes) + 1]
+        assert with_box[1][:, 0].sum() >= 1 and background[1][:, 0].sum() == 0
+        assert (background[2] == -1).all()                     # no ground truth box at all
