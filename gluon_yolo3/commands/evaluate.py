@@ -25,9 +25,10 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
              devices: DevicesOption = None,
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metric result as JSON here."),
              report: Optional[Path] = typer.Option(
-                 None, help="Folder for the report: PR curves, confusion matrix, AP by size, detections in COCO "
-                            "format (default: eval/ in the run folder, or eval_<weights stem>/ next to a "
-                            ".params file; a split other than val adds _<split>)."),
+                 None, help="Folder for the report: PR curves, confusion matrix, AP by size, errors.json (false "
+                            "positives and missed boxes, with their images), detections in COCO format "
+                            "(default: eval/ in the run folder, or eval_<weights stem>/ next to a .params file; "
+                            "a split other than val adds _<split>)."),
              progress: ProgressOption = True,
              deployed: Optional[Path] = typer.Option(None, help="Also evaluate this int8 folder (`quantize`), "
                                                                 "export folder or .onnx file and print its mAP "
