@@ -144,10 +144,7 @@ def confusion_matrix(results: Sequence[Mapping[str, np.ndarray]], num_classes: i
         keep = scores >= score_thresh
         boxes, ids, scores = boxes[keep], ids[keep], scores[keep]
         free = np.ones(len(gt_boxes), dtype=bool)
-        if len(boxes) and len(gt_boxes):
-            iou = box_iou(_inclusive(boxes), _inclusive(gt_boxes))
-        else:
-            iou = np.zeros((len(boxes), len(gt_boxes)))
+        iou = box_iou(_inclusive(boxes), _inclusive(gt_boxes))                     # (K, M), empty-safe
         for i in np.argsort(-scores, kind="stable"):
             candidates = free & (iou[i] >= iou_thresh)
             if not candidates.any():
@@ -299,8 +296,7 @@ def error_list(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequenc
     for n, r in enumerate(results):
         boxes, ids, scores, gt_boxes, gt_ids, difficult = _unpack(r)
         image = r.get("image", n)
-        iou = box_iou(_inclusive(boxes), _inclusive(gt_boxes)) if len(boxes) and len(gt_boxes) \
-            else np.zeros((len(boxes), len(gt_boxes)))
+        iou = box_iou(_inclusive(boxes), _inclusive(gt_boxes))                     # (K, M), empty-safe
         found = np.zeros(len(gt_boxes), dtype=bool)
         for k in np.unique(np.concatenate([ids, gt_ids])):
             mine = np.flatnonzero((ids == k) & (scores >= score_thresh))
