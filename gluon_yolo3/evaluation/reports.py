@@ -58,7 +58,7 @@ def precision_recall_curves(results: Sequence[Mapping[str, np.ndarray]], class_n
         num_gt += np.bincount(gt_ids[~difficult], minlength=c)[:c]
         for k in np.unique(ids):
             mine, gts = ids == k, gt_ids == k
-            match = match_detections(boxes[mine], sc[mine], gt_boxes[gts], difficult[gts], iou_thresh)
+            match, _ = match_detections(boxes[mine], sc[mine], gt_boxes[gts], difficult[gts], iou_thresh)
             scores[k].append(sc[mine][match >= 0])
             matches[k].append(match[match >= 0])
     out = {}
@@ -301,10 +301,10 @@ def error_list(results: Sequence[Mapping[str, np.ndarray]], class_names: Sequenc
         for k in np.unique(np.concatenate([ids, gt_ids])):
             mine = np.flatnonzero((ids == k) & (scores >= score_thresh))
             gts = np.flatnonzero(gt_ids == k)
-            match = match_detections(boxes[mine], scores[mine], gt_boxes[gts], difficult[gts], iou_thresh)
-            for i, m in zip(mine, match):
+            match, took = match_detections(boxes[mine], scores[mine], gt_boxes[gts], difficult[gts], iou_thresh)
+            for i, m, g in zip(mine, match, took):
                 if m == TP:
-                    found[gts[iou[i, gts].argmax()]] = True
+                    found[gts[g]] = True
                 elif m != -1:
                     false_positives.append({"image": image, "class": names[k], "score": float(scores[i]),
                                             "box": boxes[i].tolist(),

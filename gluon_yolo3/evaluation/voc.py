@@ -12,7 +12,7 @@ Equal scores keep their input order (stable sort); GluonCV's order for ties is u
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -23,30 +23,33 @@ TP, FP = 1, 0
 
 
 def match_detections(pred_boxes: np.ndarray, pred_scores: np.ndarray, gt_boxes: np.ndarray,
-                     gt_difficult: np.ndarray, iou_thresh: float) -> np.ndarray:
+                     gt_difficult: np.ndarray, iou_thresh: float) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy VOC matching of one image and class.
 
     pred_boxes `(K, 4)`, pred_scores `(K,)`, gt_boxes `(M, 4)`, gt_difficult `(M,)` bool.
-    Returns `(K,)` int8 in the input order: 1 true positive, 0 false positive, -1 ignored (difficult).
+    Returns, in the input order, `match` `(K,)` int8: 1 true positive, 0 false positive, -1 ignored
+    (difficult); and `gt` `(K,)` int64: the index of the ground truth a true positive or ignored detection
+    took, -1 for a false positive.
     """
     k = len(pred_boxes)
+    out = np.full(k, FP, dtype=np.int8)
+    gt = np.full(k, -1, dtype=np.int64)
     if len(gt_boxes) == 0:
-        return np.full(k, FP, dtype=np.int8)
+        return out, gt
     iou = box_iou(_inclusive(pred_boxes), _inclusive(gt_boxes))  # (K, M)
     best = iou.argmax(axis=1)
     hit = iou[np.arange(k), best] >= iou_thresh
-    out = np.full(k, FP, dtype=np.int8)
     taken = np.zeros(len(gt_boxes), dtype=bool)
     for i in np.argsort(-pred_scores, kind="stable"):
         if not hit[i]:
             continue
         g = best[i]
         if gt_difficult[g]:
-            out[i] = -1
+            out[i], gt[i] = -1, g
         elif not taken[g]:
-            out[i] = TP
+            out[i], gt[i] = TP, g
             taken[g] = True
-    return out
+    return out, gt
 
 
 def _inclusive(boxes: np.ndarray) -> np.ndarray:
@@ -123,8 +126,8 @@ class VOCMeanAP:
         self._num_det += np.bincount(pred_ids, minlength=self.num_classes)
         for c in np.unique(pred_ids):
             mine, gts = pred_ids == c, gt_ids == c
-            match = match_detections(pred_boxes[mine], pred_scores[mine], gt_boxes[gts],
-                                     gt_difficult[gts], self.iou_thresh)
+            match, _ = match_detections(pred_boxes[mine], pred_scores[mine], gt_boxes[gts],
+                                        gt_difficult[gts], self.iou_thresh)
             counted = match >= 0
             self._scores[c].append(pred_scores[mine][counted])
             self._matches[c].append(match[counted])

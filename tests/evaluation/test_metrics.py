@@ -8,7 +8,7 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 
 from gluon_yolo3.drawing import draw_detections
 from gluon_yolo3.evaluation.plots import plot_training
-from gluon_yolo3.evaluation.voc import VOCMeanAP
+from gluon_yolo3.evaluation.voc import match_detections, VOCMeanAP
 from gluon_yolo3.registry import METRICS
 
 CLASSES = ("cat", "dog", "bird", "car", "boat")  # "boat" never appears: NaN
@@ -117,6 +117,20 @@ def test_inclusive_pixel_iou_and_threshold():
     metric.reset()
     metric.update(np.array([[0, 0, 9, 3.9]]), [0], [0.9], np.array([[0, 0, 9, 9]]), [0])
     assert metric.compute()["map"] == 0.0
+
+
+def test_match_detections_names_the_ground_truth_taken():
+    """Greedy by score, whatever the input order: the 0.9 box takes gt 1 before the 0.8 box can, so the 0.8 box
+    (IoU 0.9 with gt 1, 0 with gt 0) is a false positive; the 0.7 box on the difficult gt 2 is ignored (-1)
+    and still names it; a box on nothing is a false positive without a ground truth."""
+    gt = np.array([[0, 0, 9, 9], [20, 0, 29, 9], [40, 0, 49, 9]])
+    preds = np.array([[21, 0, 29, 9], [40, 0, 49, 9], [20, 0, 29, 9], [60, 60, 69, 69]])
+    scores = np.array([0.8, 0.7, 0.9, 0.6])
+    match, took = match_detections(preds, scores, gt, np.array([False, False, True]), 0.5)
+    assert match.tolist() == [0, -1, 1, 0]
+    assert took.tolist() == [-1, 2, 1, -1]
+    match, took = match_detections(preds, scores, np.zeros((0, 4)), np.zeros(0, bool), 0.5)
+    assert match.tolist() == [0, 0, 0, 0] and took.tolist() == [-1] * 4
 
 
 def test_empty_metric_is_nan():
