@@ -29,6 +29,9 @@ DEFAULTS: Dict[str, Any] = {
         "anchors": [[[10, 13], [16, 30], [33, 23]],
                     [[30, 61], [62, 45], [59, 119]],
                     [[116, 90], [156, 198], [373, 326]]],
+        # grid sensitivity (Darknet's [yolo] scale_x_y): the decoded centre is sigmoid(t) * s - (s - 1) / 2 in
+        # its cell, so that it reaches the cell's edges; a number, or one per scale (finest first); 1 = YOLOv3
+        "scale_x_y": 1.0,
         "norm": {"type": "batchnorm", "momentum": 0.9, "eps": 1.0e-5},
         "nms": {"type": "class_aware", "score_thresh": 0.01, "iou_thresh": 0.45, "topk": 400,
                 "max_det": 100},
@@ -137,6 +140,10 @@ def _is_anchors(value) -> bool:
                     for group in value))
 
 
+def _in_scale_range(value) -> bool:
+    return _is_number(value) and 1 <= value <= 2
+
+
 def _or_auto(rule: Rule) -> Rule:
     return Rule(lambda v: v == "auto" or rule.accepts(v), f"auto or {rule.expected}")
 
@@ -185,6 +192,9 @@ RULES: Dict[str, Rule] = {
     "model.input_size": _integer(32),
     "model.anchors": Rule(_is_anchors, "auto, or per scale, finest first, a list of [w, h] pairs of positive numbers "
                                        "(input pixels), e.g. [[[10, 13], [16, 30]], [[62, 45], [59, 119]]]"),
+    "model.scale_x_y": Rule(lambda v: _in_scale_range(v) or (isinstance(v, list) and len(v) > 0
+                                                              and all(map(_in_scale_range, v))),
+                            "a number in [1, 2], or a list of them (one per scale, finest first)"),
     "loss.ignore_iou": _number("[0, 1]"),
     "loss.terms": _list_of(_is_component, COMPONENTS + ", at least one", empty=False),
     "data.classes": _list_of(_is_text, "a list of class names (strings: quote a name YAML reads as a number)",

@@ -34,7 +34,7 @@ from mxnet import gluon
 from ..data.feed import InputSpec
 from ..inference.deployed import DEPLOY_FILE
 from ..inference.detector import class_names, load_detector
-from ..postprocess.decode import decode
+from ..postprocess.decode import decode, per_scale
 ONNX_OUTPUTS = ("boxes", "objectness", "class_scores")
 
 
@@ -68,7 +68,8 @@ def deploy_info(recipe: Mapping[str, Any], classes, fmt: str, **extra) -> Dict[s
     """What a runtime needs besides the graph: the InputSpec (preprocessing, class names, NMS settings), the
     anchors, the format and `extra`."""
     return {"format": fmt, "name": recipe.get("name"), **InputSpec.from_recipe(recipe, classes).info(),
-            "anchors": recipe["model"]["anchors"], **extra}
+            "anchors": recipe["model"]["anchors"],
+            "scale_x_y": list(per_scale(recipe["model"]["scale_x_y"], len(recipe["model"]["anchors"]))), **extra}
 
 
 @contextlib.contextmanager

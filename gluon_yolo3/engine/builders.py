@@ -68,7 +68,8 @@ def build_model(recipe: Mapping[str, Any], classes: Sequence[str], contexts) -> 
 
 def build_loss(recipe: Mapping[str, Any], net: YOLOv3) -> YOLOLoss:
     """The recipe's weighted loss terms for `net`'s anchors and strides."""
-    return YOLOLoss(recipe["loss"]["terms"], net.anchors, net.strides, recipe["loss"]["ignore_iou"], prefix="loss_")
+    return YOLOLoss(recipe["loss"]["terms"], net.anchors, net.strides, recipe["loss"]["ignore_iou"],
+                    scale_x_y=net.decoder.scale_x_y, prefix="loss_")
 
 
 def build_batches(recipe: Mapping[str, Any], dataset, net: YOLOv3, num_classes: int, batch_size: int,

@@ -166,10 +166,10 @@ class DecodeNMS(gluon.HybridBlock):
     """Raw outputs per scale `(B, H, W, A, 5 + C)` -> ids `(B, K, 1)`, scores `(B, K, 1)`, boxes
     `(B, K, 4)`: YOLOv3's decoding and the recipe's NMS, in fp32."""
 
-    def __init__(self, anchors, strides, nms: Mapping[str, Any], **kwargs):
+    def __init__(self, anchors, strides, nms: Mapping[str, Any], scale_x_y=1.0, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.decoder = YOLODecoder(anchors, strides)
+            self.decoder = YOLODecoder(anchors, strides, scale_x_y)
             self.nms = NMS.build(dict(nms))
 
     def hybrid_forward(self, F, *raw):
@@ -185,7 +185,8 @@ class QuantizedDetector:
         self.trunk = trunk
         self.info = dict(info)
         self.spec = InputSpec.from_info(self.info)
-        self.post = DecodeNMS(info["anchors"], info["strides"], info["nms"], prefix="post_")
+        self.post = DecodeNMS(info["anchors"], info["strides"], info["nms"], info.get("scale_x_y", 1.0),
+                              prefix="post_")
         self.post.initialize(ctx=self.ctx)
         self.post.hybridize(static_alloc=True, static_shape=True)
 

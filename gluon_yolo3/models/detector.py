@@ -20,7 +20,7 @@ class YOLOv3(gluon.HybridBlock):
     boxes `(B, K, 4)` x1y1x2y2 input pixels, padded with -1.
     """
 
-    def __init__(self, backbone, neck, head, anchors, num_classes: int, nms, **kwargs):
+    def __init__(self, backbone, neck, head, anchors, num_classes: int, nms, scale_x_y=1.0, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.anchors = [[list(map(float, a)) for a in group] for group in anchors]
@@ -31,7 +31,7 @@ class YOLOv3(gluon.HybridBlock):
             self.backbone = backbone
             self.neck = neck
             self.head = head
-            self.decoder = YOLODecoder(self.anchors, self.strides)
+            self.decoder = YOLODecoder(self.anchors, self.strides, scale_x_y)
             self.nms = nms
 
     def hybrid_forward(self, F, x):
@@ -87,7 +87,7 @@ def build_detector(recipe: Mapping[str, Any], num_classes: int, num_devices: int
     head = HEADS.build(model["head"], where="model.head", in_channels=list(neck.channels),
                        num_anchors=[len(a) for a in anchors], num_classes=num_classes)
     nms = NMS.build(model["nms"], where="model.nms")
-    return YOLOv3(backbone, neck, head, anchors, num_classes, nms, prefix="yolov3_")
+    return YOLOv3(backbone, neck, head, anchors, num_classes, nms, model.get("scale_x_y", 1.0), prefix="yolov3_")
 
 
 def check_backbone_fit(model: Mapping[str, Any], strides):

@@ -6,7 +6,7 @@ detector, the int8 graph's fp32 tail and the ONNX export alike; `detection_score
 multiply them (the numpy one after an ONNX model)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 from mxnet import gluon
@@ -41,17 +41,33 @@ def detection_scores_np(objectness: np.ndarray, class_probs: np.ndarray) -> np.n
     return np.asarray(objectness)[..., None] * np.asarray(class_probs)
 
 
+def per_scale(scale_x_y, num_scales: int) -> Tuple[float, ...]:
+    """`model.scale_x_y` as one float per scale: a number is every scale's, a list gives each (finest first)."""
+    values = list(scale_x_y) if isinstance(scale_x_y, (list, tuple)) else [scale_x_y] * num_scales
+    if len(values) != num_scales:
+        raise ValueError(f"model.scale_x_y: {len(values)} values {values} for {num_scales} scales")
+    return tuple(float(v) for v in values)
+
+
+def in_cell(F, xy, scale: float):
+    """The in-cell centre of `sigmoid(txy)`: `sigmoid * s - (s - 1) / 2` (Darknet's grid sensitivity,
+    `scale_x_y`); s = 1 is YOLOv3's plain sigmoid, which then reaches a cell's edge only at infinite logits."""
+    return xy if scale == 1 else xy * scale - (scale - 1) / 2
+
+
 class YOLODecoder(gluon.HybridBlock):
     """Raw per-scale outputs -> boxes and per-class scores.
 
     Anchors are graph constants (saved with the parameters); grid offsets come from `arange_like`, so any
-    input size that is a multiple of the largest stride works.
+    input size that is a multiple of the largest stride works. `scale_x_y` (a number, or one per scale)
+    stretches the centre's sigmoid around the cell's middle (`in_cell`).
     """
 
-    def __init__(self, anchors: Sequence, strides: Sequence[int], **kwargs):
+    def __init__(self, anchors: Sequence, strides: Sequence[int], scale_x_y=1.0, **kwargs):
         super().__init__(**kwargs)
         self.strides = tuple(int(s) for s in strides)
         self.num_anchors = [len(a) for a in anchors]
+        self.scale_x_y = per_scale(scale_x_y, len(anchors))
         with self.name_scope():
             self.anchor_consts = []
             for s, group in enumerate(anchors):
@@ -71,7 +87,7 @@ class YOLODecoder(gluon.HybridBlock):
                               F.broadcast_add(ys, F.zeros_like(xs)), dim=-1)  # (1, H, W, 1, 2)
             txy = F.slice_axis(r, axis=-1, begin=0, end=2)
             twh = F.slice_axis(r, axis=-1, begin=2, end=4)
-            centre = F.broadcast_add(F.sigmoid(txy), offset) * self.strides[s]
+            centre = F.broadcast_add(in_cell(F, F.sigmoid(txy), self.scale_x_y[s]), offset) * self.strides[s]
             half = F.broadcast_mul(F.exp(twh), anchor) / 2
             box = F.concat(centre - half, centre + half, dim=-1)               # (B, H, W, A, 4)
             out.append(F.reshape(box, (0, -1, 4)))
