@@ -186,7 +186,8 @@ def _keywords(function: Callable) -> Optional[List[str]]:
 
 
 _P = "gluon_yolo3."
-BACKBONES = Registry("BACKBONES", [_P + "models.backbones.darknet", _P + "models.backbones.mobilenet"])
+BACKBONES = Registry("BACKBONES", [_P + "models.backbones.darknet", _P + "models.backbones.csp_darknet",
+                                   _P + "models.backbones.mobilenet"])
 NECKS = Registry("NECKS", [_P + "models.neck", _P + "models.spp", _P + "models.gluoncv_neck"])
 HEADS = Registry("HEADS", [_P + "models.head"])
 ASSIGNERS = Registry("ASSIGNERS", [_P + "targets.assigner", _P + "targets.multi_anchor", _P + "targets.gluoncv"])

@@ -43,12 +43,25 @@ def grads(trainer, device=0):
     return {n: p.list_grad()[device].asnumpy() for n, p in zip(trainer.trainable_names, trainer.trainable)}
 
 
-def test_a_bfloat16_steps_gradients_follow_float32s(demo_recipe, tmp_path):
+# the demo's yolov3-tiny (13 conv layers), and yolov4-tiny's CSP trunk (21: its channel splits) with the grid
+# sensitivity, each with (least cosine, largest relative error). The error grows smoothly with the depth below the
+# loss, from 0.5 % at the head to 13.5 % at the CSP trunk's first convolutions and 18.6 % (cosine 0.987) at one of
+# its BatchNorm gammas (measured); a wrong channel split or a bfloat16 kernel gone wrong leaves no cosine near 1
+TRUNKS = {"darknet_tiny": ([], 0.99, 0.1),
+          "csp_darknet_tiny": (["model.backbone={type: csp_darknet_tiny, width: 0.5}", "model.scale_x_y=1.05"],
+                               0.98, 0.25)}
+
+
+@pytest.mark.parametrize("trunk", sorted(TRUNKS))
+def test_a_bfloat16_steps_gradients_follow_float32s(trunk, demo_recipe, tmp_path):
     """bfloat16 keeps 8 bits of mantissa (a relative rounding of 2^-9 per value), and the error grows through the
-    network's 13 layers of rounded activations and their rounded gradients: each tensor's gradient must point where
-    float32's does (cosine > 0.99) within 10 % of its norm, and the loss terms agree within 1 %."""
-    fp32 = trainer_for(demo_recipe, tmp_path, "fp32", ["model.norm.type=frozen"])
-    bf16 = trainer_for(demo_recipe, tmp_path, "bf16", ["model.norm.type=frozen"] + BF16)
+    network's 13 to 21 layers of rounded activations and their rounded gradients: each tensor's gradient must point
+    where float32's does (cosine > 0.99 for 13 layers, 0.98 for 21) within 10 % (25 %) of its norm, and the loss
+    terms agree within 1 %."""
+    extra, least_cosine, tolerance = TRUNKS[trunk]
+    sets = ["model.norm.type=frozen"] + extra
+    fp32 = trainer_for(demo_recipe, tmp_path, "fp32", sets)
+    bf16 = trainer_for(demo_recipe, tmp_path, "bf16", sets + BF16)
     for name, p in bf16.net._collect_params_with_prefix().items():      # the same weights
         p.set_data(fp32.net._collect_params_with_prefix()[name].data())
     batch = first_batch(fp32)
@@ -59,9 +72,10 @@ def test_a_bfloat16_steps_gradients_follow_float32s(demo_recipe, tmp_path):
     for name in g32:
         a, b = g32[name].ravel(), g16[name].ravel()
         cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30)
-        assert cosine > 0.99, (name, cosine)
-        assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(a) + 1e-12, name
-    assert bf16.net.backbone.body16[0].conv.compute_dtype == "bfloat16"
+        assert cosine > least_cosine, (name, cosine)
+        assert np.linalg.norm(a - b) <= tolerance * np.linalg.norm(a) + 1e-12, name
+    convs = [b for b in bf16.net.backbone._children.values()][0]
+    assert convs[0].conv.compute_dtype == "bfloat16"
 
 
 def test_master_weights_and_checkpoints_stay_float32(demo_recipe, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
+from gluon_yolo3.models.backbones.csp_darknet import CSPDarknetTiny, route_group
 from gluon_yolo3.models.backbones.darknet import Darknet53, DarknetPadPool, DarknetTiny
 from gluon_yolo3.models.head import YOLOHead
 from gluon_yolo3.models.layers import ConvBNLeaky, make_norm, round_channels
@@ -85,6 +86,25 @@ def test_yolov3_tiny_has_darknet_weight_count():
     assert num_params(net) == (35_434_956 - 20) // 4 == 8_858_734
     assert net.backbone.channels == (256, 1024) and net.backbone.strides == (16, 32)
     assert net.neck.channels == (256, 512)
+
+
+def test_yolov4_tiny_has_darknet_weight_count():
+    backbone = CSPDarknetTiny()
+    neck = YOLOv3TinyNeck(backbone.channels)
+    net = init(Chain(backbone, neck, YOLOHead(neck.channels, [3, 3], 80)))
+    check_shapes(net(mx.nd.zeros((1, 3, 64, 64))), 1, 64, (16, 32), (3, 3), 80)
+    # yolov4-tiny.weights: (24,251,276 bytes - 20 header bytes) / 4 floats
+    assert num_params(net) == (24_251_276 - 20) // 4 == 6_062_814
+    assert backbone.channels == (256, 512) and CSPDarknetTiny(width=0.25).channels == (64, 128)
+
+
+def test_route_group_passes_the_kth_part_of_the_channels():
+    """Darknet's [route] groups=g group_id=k: channels k * C / g to (k + 1) * C / g - 1 of its input."""
+    x = mx.nd.arange(6).reshape((1, 6, 1, 1)) * mx.nd.ones((1, 6, 2, 2))
+    assert route_group(mx.nd, x, 6).asnumpy()[0, :, 0, 0].tolist() == [3, 4, 5]
+    assert route_group(mx.nd, x, 6, groups=3, group_id=0).asnumpy()[0, :, 1, 1].tolist() == [0, 1]
+    symbol = route_group(mx.sym, mx.sym.var("x"), 6, groups=3, group_id=2)
+    assert symbol.eval(x=x)[0].asnumpy()[0, :, 0, 1].tolist() == [4, 5]
 
 
 @pytest.mark.parametrize("size", [64, 96])
