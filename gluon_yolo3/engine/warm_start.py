@@ -14,7 +14,8 @@ tensor that does not fit. Two roles are special:
   which the targets are encoded with. (Loading a source's anchors into a network trained against other
   anchors decodes every box at the wrong size: losses fall while the mAP stays near zero.)
 The report counts tensors loaded, re-initialised (rows copied) and ignored, by module, and names differences
-in how the source fed its images (mean, std, BatchNorm epsilon, input size), which make a poorer start.
+in how the source fed its images or decoded its outputs (mean, std, BatchNorm epsilon, input size, grid
+sensitivity), which make a poorer start.
 """
 from __future__ import annotations
 
@@ -162,6 +163,9 @@ def feed_differences(source: Mapping[str, Any], recipe: Mapping[str, Any]) -> Li
     eps_theirs = float((source["model"].get("norm") or {}).get("eps", 1e-5))
     if eps_mine != eps_theirs:
         out.append(f"model.norm.eps is {eps_mine:g} here, {eps_theirs:g} in the source")
+    mine, theirs = recipe["model"].get("scale_x_y", 1.0), source["model"].get("scale_x_y", 1.0)
+    if mine != theirs:     # the head learnt its centre outputs for the source's grid sensitivity
+        out.append(f"model.scale_x_y is {mine} here, {theirs} in the source")
     return out
 
 

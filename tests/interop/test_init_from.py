@@ -193,3 +193,26 @@ def test_decoding_with_the_sources_anchors_is_the_fine_tuning_trap(trained_demo)
         maps.append(evaluate(net, val, recipe, InputSpec.from_recipe(recipe, classes), [mx.cpu()],
                              progress=False)[0]["map"])
     assert maps[0] > 0.2 and maps[1] < maps[0] / 3, maps
+
+
+def test_the_yolov4_tiny_zoo_model(repo, demo_recipe):
+    """zoo/yolov4_tiny_coco (float16 storage): every trunk and neck tensor, and the head rows of the classes COCO
+    has; a recipe without the zoo model's grid sensitivity hears of it."""
+    zoo = repo / "zoo" / "yolov4_tiny_coco"
+    sets = ["model.backbone={type: csp_darknet_tiny}", "model.neck.width=1.0", "model.input_size=416",
+            "model.norm.eps=1.0e-6", "data.mean=[0, 0, 0]", "data.std=[1, 1, 1]"]
+    source = {k: v.astype("float32").asnumpy() for k, v in mx.nd.load(str(zoo / "model.params")).items()}
+    classes = ["dog", "zebra", "not in coco"]
+    for scale_x_y, differences in ((1.05, []), (1.0, ["model.scale_x_y is 1.0 here, 1.05 in the source"])):
+        recipe = api.load(demo_recipe, sets + [f"model.scale_x_y={scale_x_y}"])
+        net = build_model(recipe, classes, [mx.cpu()])
+        report = warm_start(net, read_source(zoo), classes, recipe)
+        got = params(net)
+        trunk = [name for name in source if name.startswith(("backbone.", "neck."))]
+        assert len(trunk) == 19 * 5 and trunk[0].startswith("backbone.stem.0.")    # 19 convs: weight + BatchNorm
+        for name in trunk:
+            np.testing.assert_array_equal(got[name], source[name], err_msg=name)
+        w_src, w_got = source["head.outputs.0.weight"], got["head.outputs.0.weight"]
+        np.testing.assert_array_equal(head_rows(w_got, 3, 3, 5 + 0), head_rows(w_src, 3, 80, 5 + 16))   # dog
+        np.testing.assert_array_equal(head_rows(w_got, 3, 3, 5 + 1), head_rows(w_src, 3, 80, 5 + 22))   # zebra
+        assert report["classes_copied"] == ["dog", "zebra"] and report["feed_differences"] == differences

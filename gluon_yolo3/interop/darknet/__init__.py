@@ -1,4 +1,4 @@
-"""Darknet interop: yolov3, yolov3-tiny and yolov3-spp `.cfg` and `.weights` files, read and written.
+"""Darknet interop: yolov3, yolov3-tiny, yolov3-spp and yolov4-tiny `.cfg` and `.weights` files, read and written.
 
     cfg.py           cfg text: `Section`, `parse_cfg`, `parse_cfg_text`, `format_cfg`; the channel/stride
                      walk (`CfgLayer`, `walk_cfg`, `count_floats`); what a cfg describes (`describe_cfg`,

@@ -1,5 +1,5 @@
 """Darknet `.cfg` files: the text (sections of `key=value` options), the channel/stride walk through
-their layers, and the recipe of the network a cfg describes (yolov3, yolov3-tiny, yolov3-spp); with what
+their layers, and the recipe of the network a cfg describes (yolov3, yolov3-tiny, yolov3-spp, yolov4-tiny); with what
 every Darknet module shares: `DarknetError`, `COCO_CLASSES`, and `DARKNET_BN_EPS` (Darknet and OpenCV use
 BatchNorm epsilon 1e-6).
 """
@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 DARKNET_BN_EPS = 1e-6
 INPUT_CHANNELS = 3
-SUPPORTED = "yolov3, yolov3-tiny and yolov3-spp"
+SUPPORTED = "yolov3, yolov3-tiny, yolov3-spp and yolov4-tiny"
 
 COCO_CLASSES = (
     "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
@@ -138,7 +138,9 @@ class CfgLayer:
 
 
 def walk_cfg(sections: Sequence[Section]) -> List[CfgLayer]:
-    """Follow channels and strides through the layers; reject layers outside yolov3/tiny/spp's vocabulary."""
+    """Follow channels and strides through the layers; reject layers outside the supported networks' vocabulary.
+
+    A `[route]` with `groups=g group_id=k` passes on the k-th of g equal parts of each source's channels."""
     net = sections[0]
     channels, stride = net.get_int("channels", 3), 1
     layers: List[CfgLayer] = []
@@ -164,9 +166,15 @@ def walk_cfg(sections: Sequence[Section]) -> List[CfgLayer]:
                                    f"({layers[source].channels} channels) to {channels} channels")
         elif kind == "route":
             sources = [_resolve(v, index, section, layers) for v in section.get_ints("layers")]
-            if "groups" in section.options:
-                raise DarknetError(f"line {section.line}: [route] with groups is not part of {SUPPORTED}")
-            channels = sum(layers[s].channels for s in sources)
+            groups, group_id = section.get_int("groups", 1), section.get_int("group_id", 0)
+            if groups < 1 or not 0 <= group_id < groups:
+                raise DarknetError(f"line {section.line}: [route] groups={groups} group_id={group_id}: group_id "
+                                   f"must lie in 0..groups-1")
+            split = [s for s in sources if layers[s].channels % groups]
+            if split:
+                raise DarknetError(f"line {section.line}: [route] groups={groups} does not divide the "
+                                   f"{layers[split[0]].channels} channels of layer {split[0]}")
+            channels = sum(layers[s].channels for s in sources) // groups
             stride = layers[sources[0]].stride
         elif kind == "yolo":
             pass
@@ -194,8 +202,9 @@ def count_floats(sections: Sequence[Section]) -> int:
 # ------------------------------------------------------------------------- cfg -> recipe (the model)
 
 def describe_cfg(sections: Sequence[Section], path: str | Path = "cfg") -> Dict[str, Any]:
-    """What the cfg holds: arch (yolov3, yolov3_tiny, yolov3_spp), width, classes, anchors per scale
-    (finest first, with the masks' order), input size."""
+    """What the cfg holds: arch (yolov3, yolov3_tiny, yolov3_spp, yolov4_tiny), width, classes, anchors per
+    scale (finest first, in the masks' order; an anchor no mask names is left out), scale_x_y per scale (finest
+    first), input size."""
     layers = walk_cfg(sections)
     yolos = [layer for layer in layers if layer.section.kind == "yolo"]
     kinds = {layer.section.kind for layer in layers}
@@ -204,7 +213,8 @@ def describe_cfg(sections: Sequence[Section], path: str | Path = "cfg") -> Dict[
     if len(yolos) == 3 and "shortcut" in kinds:
         arch = "yolov3_spp" if "maxpool" in kinds else "yolov3"
     elif len(yolos) == 2 and "shortcut" not in kinds:
-        arch = "yolov3_tiny"
+        grouped = any("groups" in layer.section.options for layer in layers if layer.section.kind == "route")
+        arch = "yolov4_tiny" if grouped else "yolov3_tiny"
     else:
         raise DarknetError(f"{path}: {len(yolos)} [yolo] layers and "
                            f"{'' if 'shortcut' in kinds else 'no '}[shortcut] layers: neither of {SUPPORTED}")
@@ -220,8 +230,12 @@ def describe_cfg(sections: Sequence[Section], path: str | Path = "cfg") -> Dict[
         if anchors_all and pairs != anchors_all:
             raise DarknetError(f"{path}:{y.section.line}: the [yolo] layers disagree on anchors=")
         anchors_all = pairs
-    anchors = []
+    anchors, scale_x_y = [], []
     for y in sorted(yolos, key=lambda layer: layer.stride):
+        if y.section.get_int("new_coords", 0):
+            raise DarknetError(f"{path}:{y.section.line}: [yolo] new_coords=1 (Scaled-YOLOv4's decoding) is not "
+                               f"part of {SUPPORTED}")
+        scale_x_y.append(_number(y.section.get_float("scale_x_y", 1.0)))
         mask = y.section.get_ints("mask") if "mask" in y.section.options else list(range(len(anchors_all)))
         bad = [m for m in mask if not 0 <= m < len(anchors_all)]
         if bad:
@@ -237,11 +251,15 @@ def describe_cfg(sections: Sequence[Section], path: str | Path = "cfg") -> Dict[
                            f"recipes take one square input size, a multiple of 32")
     normalise = is_input_normalisation(layers[0].section, net.get_int("channels", 3))
     width = 1.0
-    if arch == "yolov3_tiny":
+    if arch in FIRST_FILTERS:
         first = [layer for layer in layers if layer.section.kind == "convolutional"][int(normalise)]
-        width = first.section.get_int("filters") / 16.0
-    return {"arch": arch, "width": width, "classes": classes.pop(), "anchors": anchors,
+        width = first.section.get_int("filters") / FIRST_FILTERS[arch]
+    return {"arch": arch, "width": width, "classes": classes.pop(), "anchors": anchors, "scale_x_y": scale_x_y,
             "input_size": width_px, "normalise": normalise, "layers": layers}
+
+
+# the first convolution's filters at width 1, for the networks that take a width
+FIRST_FILTERS = {"yolov3_tiny": 16, "yolov4_tiny": 32}
 
 
 def is_input_normalisation(section: Section, channels: int = 3) -> bool:
@@ -270,16 +288,20 @@ def recipe_from_cfg(sections: Sequence[Section], path: str | Path = "cfg",
     if len(classes) != info["classes"]:
         raise DarknetError(f"{path}: the cfg has {info['classes']} classes but {len(classes)} names were given")
     arch, width = info["arch"], info["width"]
-    if arch == "yolov3_tiny":
-        backbone = {"type": "darknet_tiny", "width": width}
+    if arch in FIRST_FILTERS:
+        backbone = {"type": "darknet_tiny" if arch == "yolov3_tiny" else "csp_darknet_tiny", "width": width}
         neck = {"type": "yolov3_tiny", "width": width}
     else:
         backbone = {"type": "darknet53"}
         neck = {"type": "yolov3_spp" if arch == "yolov3_spp" else "yolov3"}
+    model = {"input_size": info["input_size"], "backbone": backbone, "neck": neck, "anchors": info["anchors"]}
+    scale_x_y = info["scale_x_y"]
+    if any(s != 1 for s in scale_x_y):
+        model["scale_x_y"] = scale_x_y[0] if len(set(scale_x_y)) == 1 else scale_x_y
+    model["norm"] = {"type": "batchnorm", "eps": DARKNET_BN_EPS}
     return {
         "name": Path(path).stem.replace("-", "_"),
-        "model": {"input_size": info["input_size"], "backbone": backbone, "neck": neck,
-                  "anchors": info["anchors"], "norm": {"type": "batchnorm", "eps": DARKNET_BN_EPS}},
+        "model": model,
         "data": {"classes": classes, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
                  "resize": "letterbox"},
     }

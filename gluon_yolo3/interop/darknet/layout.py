@@ -1,4 +1,4 @@
-"""gluon-yolo3's networks (darknet53 + yolov3 or yolov3_spp neck, darknet_tiny + yolov3_tiny) as Darknet
+"""gluon-yolo3's networks (darknet53 + yolov3 or yolov3_spp neck, darknet_tiny or csp_darknet_tiny + yolov3_tiny) as Darknet
 layers in cfg order, checked against a cfg layer by layer, and their parameters read from / written as the
 floats of a `.weights` file. BatchNorm variances absorb the difference between the network's epsilon and
 Darknet's 1e-6; a recipe's mean/std becomes an input normalisation layer (a linear 1x1 convolution).
@@ -13,6 +13,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from ...models.backbones.csp_darknet import CSPDarknetTiny
 from ...models.backbones.darknet import Darknet53, DarknetTiny
 from ...models.head import YOLOHead
 from ...models.layers import ConvBNLeaky
@@ -82,8 +83,26 @@ class _Writer:
         start = sum(len(g) for g in net.anchors[:scale])
         mask = ",".join(str(start + i) for i in range(len(net.anchors[scale])))
         anchors = ",  ".join(f"{_fmt(w)},{_fmt(h)}" for w, h in flat)
-        self.add("yolo", mask=mask, anchors=anchors, classes=net.num_classes, num=len(flat), jitter=".3",
-                 ignore_thresh=".7", truth_thresh=1, random=1)
+        options = dict(mask=mask, anchors=anchors, classes=net.num_classes, num=len(flat), jitter=".3")
+        scale_x_y = net.decoder.scale_x_y[scale]
+        if scale_x_y != 1:
+            options["scale_x_y"] = _fmt(scale_x_y)
+        self.add("yolo", **options, ignore_thresh=".7", truth_thresh=1, random=1)
+
+    def tiny_neck(self, net, c4: int):
+        """yolov3-tiny's neck and head after its trunk, `c4` being the layer index of the stride-16 feature."""
+        neck, head = net.neck, net.head
+        self.conv(neck.route32)
+        self.conv(neck.tip32)
+        self.conv(head.outputs[1])
+        self.yolo(net, 1)
+        self.add("route", layers=-4)
+        self.conv(neck.reduce)
+        self.add("upsample", stride=2)
+        self.add("route", layers=f"-1, {c4}")
+        self.conv(neck.tip16)
+        self.conv(head.outputs[0])
+        self.yolo(net, 0)
 
 
 def _fmt(value: float) -> str:
@@ -91,8 +110,8 @@ def _fmt(value: float) -> str:
 
 
 def darknet_layout(net, normalise: bool = False) -> Layout:
-    """`net` (a YOLOv3 of darknet53 + yolov3 or yolov3_spp neck, or darknet_tiny + yolov3_tiny) as
-    Darknet layers in cfg order; `normalise` puts the input normalisation layer first."""
+    """`net` (a YOLOv3 of darknet53 + yolov3 or yolov3_spp neck, or darknet_tiny or csp_darknet_tiny +
+    yolov3_tiny) as Darknet layers in cfg order; `normalise` puts the input normalisation layer first."""
     backbone, neck, head = net.backbone, net.neck, net.head
     if not isinstance(head, YOLOHead):
         raise DarknetError(f"Darknet layout: head {type(head).__name__} is not the yolov3 head")
@@ -151,21 +170,28 @@ def darknet_layout(net, normalise: bool = False) -> Layout:
                 w.add("maxpool", size=2, stride=stride)
             else:
                 w.conv(layer)
-        w.conv(neck.route32)
-        w.conv(neck.tip32)
-        w.conv(head.outputs[1])
-        w.yolo(net, 1)
-        w.add("route", layers=-4)
-        w.conv(neck.reduce)
-        w.add("upsample", stride=2)
-        w.add("route", layers=f"-1, {c4}")
-        w.conv(neck.tip16)
-        w.conv(head.outputs[0])
-        w.yolo(net, 0)
+        w.tiny_neck(net, c4)
+    elif isinstance(backbone, CSPDarknetTiny) and isinstance(neck, YOLOv3TinyNeck):
+        arch = "yolov4_tiny"
+        for conv in backbone.stem:
+            w.conv(conv)
+        c4 = None
+        for stage in backbone.stages:
+            w.conv(stage.conv_in)
+            w.add("route", layers=-1, groups=2, group_id=1)
+            w.conv(stage.conv1)
+            w.conv(stage.conv2)
+            w.add("route", layers="-1,-2")
+            c4 = w.conv(stage.mix)
+            w.add("route", layers="-6,-1")
+            w.add("maxpool", size=2, stride=2)
+        w.conv(backbone.conv_out)
+        w.tiny_neck(net, c4)
     else:
         raise DarknetError(
             f"Darknet layout: backbone {type(backbone).__name__} with neck {type(neck).__name__} is none of "
-            f"darknet53 + yolov3, darknet53 + yolov3_spp, darknet_tiny + yolov3_tiny")
+            f"darknet53 + yolov3, darknet53 + yolov3_spp, darknet_tiny + yolov3_tiny, "
+            f"csp_darknet_tiny + yolov3_tiny")
     return Layout(arch, w.sections, w.convs)
 
 
@@ -194,7 +220,8 @@ def _essentials(section: Section, index: int) -> Dict[str, Any]:
         value = s.get_ints("from")[0]
         return {"from": index + value if value < 0 else value, "activation": s.get_str("activation", "linear")}
     if kind == "route":
-        return {"layers": [index + v if v < 0 else v for v in s.get_ints("layers")]}
+        return {"layers": [index + v if v < 0 else v for v in s.get_ints("layers")],
+                "groups": s.get_int("groups", 1), "group_id": s.get_int("group_id", 0)}
     if kind == "yolo":
         mask = s.get_ints("mask") if "mask" in s.options else None
         anchors = s.get_floats("anchors")
