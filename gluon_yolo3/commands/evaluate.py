@@ -12,6 +12,7 @@ from ..evaluation.reports import default_report_folder, jsonable, write_report
 from ..evaluation.runner import evaluate_deployed
 from ..evaluation.tables import format_comparison, format_table
 from ..files import atomic_write_text, cannot_write
+from ..inference.weights import evaluation_weights
 from ..models.precision import inference_dtype
 from .common import (DevicesOption, FuseOption, PrecisionOption, ProgressOption, RecipeArg, SetOption, WeightsOption,
                      cli_errors, load_recipe)
@@ -35,13 +36,17 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
                                                                 "beside --weights'."),
              fuse: FuseOption = None, precision: PrecisionOption = None):
     """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report. With
-    --precision bfloat16, also the float32 mAP and the difference."""
+    --precision bfloat16, also the float32 mAP and the difference. A run folder given as --weights is scored with
+    its last checkpoint where its best.params was picked on the data being scored (the line `weights:` says which
+    checkpoint was taken and why)."""
     cfg = load_recipe(recipe, set_)
-    result, detections = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split,
+    chosen, why = evaluation_weights(weights, cfg, split)
+    typer.echo(why)
+    result, detections = api.evaluate(cfg, chosen, devices=devices, metric=metric, split=split,
                                       progress=progress, fuse=fuse, precision=precision)
     typer.echo(format_table(result))
     if inference_dtype(precision) is not None:      # bfloat16: the float32 figure beside it
-        reference, _ = api.evaluate(cfg, weights, devices=devices, metric=metric, split=split, progress=progress,
+        reference, _ = api.evaluate(cfg, chosen, devices=devices, metric=metric, split=split, progress=progress,
                                     fuse=fuse)
         typer.echo(format_comparison(reference, {**result, "model": precision}))
     if json_out:

@@ -39,8 +39,13 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
     return {split: out[split] for split in splits}
 
 
+def split_config(data: Mapping[str, Any], split: str) -> Dict[str, Any]:
+    """The dataset config of one split of a recipe's data section: `data.<split>`, or the folder `data.root`'s."""
+    return dict(data[split]) if not data.get("root") else {"type": "folder", "root": data["root"], "split": split}
+
+
 def _build_split(data: Mapping[str, Any], split: str, classes) -> Any:
-    cfg = dict(data[split]) if not data.get("root") else {"type": "folder", "root": data["root"], "split": split}
+    cfg = split_config(data, split)
     if classes is not None:
         cfg["classes"] = list(classes)
     dataset = DATASETS.build(cfg)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import mxnet as mx
 
+from ..data.build import split_config
 from ..files import sha256
 from ..recipe import parse_yaml
 
@@ -142,6 +143,38 @@ def find_weights(path) -> Path:
         if last:
             return Path(last["params"])
     raise FileNotFoundError(f"no weights at '{path}': give a .params file or a run folder with checkpoints")
+
+
+def evaluation_weights(path, recipe: Mapping[str, Any], split: str = "val") -> Tuple[Path, str]:
+    """`(weights, why)`: what `eval --weights path` scores on the recipe's `split`, and a line saying which and why.
+
+    A run folder's best.params was picked by validating on its recipe's `data.val`; scored on that same data it
+    would flatter the run (the best of several tries on the test photos), so the run's last checkpoint is taken
+    instead. A file or zoo folder is taken as given."""
+    path = Path(path)
+    chosen = find_weights(path)
+    if path.is_file() or chosen.name != "best.params":
+        return chosen, f"weights: {chosen}"
+    run_recipe = _run_recipe(chosen.parent.parent)
+    picked_on = split_config(run_recipe["data"], "val") if run_recipe else None
+    last = last_checkpoint(chosen.parent)
+    if picked_on == split_config(recipe["data"], split) and last:
+        return Path(last["params"]), (f"weights: {last['params']}, the run's last (epoch {last['epoch']}): its "
+                                      f"best.params was picked by validating on this same data ({_shown(picked_on)})")
+    on = _shown(picked_on) if picked_on else "the run's data.val"
+    return chosen, f"weights: {chosen}, the best of the run's validations on {on}"
+
+
+def _run_recipe(folder: Path) -> Optional[Dict[str, Any]]:
+    try:
+        stored = parse_yaml((folder / "recipe.yaml").read_text())
+    except Exception:   # noqa: BLE001 - no readable recipe: nothing is known of how best.params was picked
+        return None
+    return stored if isinstance(stored, dict) and isinstance(stored.get("data"), dict) else None
+
+
+def _shown(config: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in config.items())
 
 
 def weights_classes(weights) -> Tuple[Optional[List[str]], Optional[Path]]:

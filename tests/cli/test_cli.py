@@ -140,6 +140,24 @@ def test_eval_prints_table_and_writes_json(run, tmp_path, demo_recipe, invoke, s
     assert data["map"] is None or 0.0 <= data["map"] <= 1.0
 
 
+def test_eval_of_a_run_never_scores_best_on_the_data_it_was_picked_on(run, demo_recipe, invoke, sets):
+    """best.params is the best of the run's validations on data.val: scored there it would flatter the run, so eval
+    takes the run's last checkpoint and says so; on other data (here the training split) it takes best.params."""
+    _, run_dir = run
+    folder = run_dir / "checkpoints"
+    assert (folder / "best.params").is_file() and (folder / "epoch_0001.params").is_file()
+    result = invoke("eval", demo_recipe, "--weights", run_dir, "--no-progress", *sets(TINY))
+    assert result.exit_code == 0, result.output
+    assert (f"weights: {folder / 'epoch_0001.params'}, the run's last (epoch 1): its best.params was picked by "
+            f"validating on this same data (type synthetic, split val") in result.output
+    result = invoke("eval", demo_recipe, "--weights", run_dir, "--split", "train", "--no-progress", *sets(TINY))
+    assert result.exit_code == 0, result.output
+    assert (f"weights: {folder / 'best.params'}, the best of the run's validations on type synthetic, split val"
+            in result.output)
+    result = invoke("eval", demo_recipe, "--weights", folder / "best.params", "--no-progress", *sets(TINY))
+    assert f"weights: {folder / 'best.params'}\n" in result.output          # a file is taken as given
+
+
 def test_eval_with_other_metric(run, tmp_path, demo_recipe, invoke, sets):
     _, run_dir = run
     out = tmp_path / "voc.json"
