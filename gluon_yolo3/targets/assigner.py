@@ -115,8 +115,11 @@ class AnchorAssigner:
 
 @ASSIGNERS.register("best_anchor")
 class BestAnchorAssigner(AnchorAssigner):
-    """YOLOv3's rule: each box goes to the one anchor, over all scales, with the best shape IoU."""
+    """YOLOv3's rule: each box goes to the anchor, over all scales, with the best shape IoU. An anchor shape that
+    several scales share (yolov4-tiny's 81x82, whose index both [yolo] masks name) trains on each of them, as in
+    Darknet, where every [yolo] layer whose mask holds the best anchor's index takes the box."""
 
     def match(self, wh):
-        ious = shape_iou(wh, self.flat_anchors)                  # (N, K)
-        return np.arange(len(wh)), ious.argmax(axis=1)
+        best = shape_iou(wh, self.flat_anchors).argmax(axis=1)                      # (N,)
+        same = np.all(self.flat_anchors[None, :, :] == self.flat_anchors[best][:, None, :], axis=-1)   # (N, K)
+        return np.nonzero(same)                                                     # by box, then by anchor

@@ -175,6 +175,25 @@ def test_best_anchor_is_chosen_across_scales():
     check_targets(targets, {64: expected_row(0.1875, 0.25, math.log(40 / 44), math.log(28 / 30), box, [1])})
 
 
+def test_an_anchor_shape_two_scales_share_trains_on_both():
+    """yolov4-tiny's masks 1,2,3 and 3,4,5 name anchor 3 (81x82) on both scales, and Darknet's two [yolo] layers
+    each take a box whose best anchor it is; a box whose best anchor is not shared goes to one scale only."""
+    anchors = [[(8, 10), (20, 14)], [(20, 14), (44, 30), (60, 62)]]            # (20, 14) on both scales
+    assigner = BestAnchorAssigner(anchors, STRIDES, NUM_CLASSES)
+    # box (40, 20, 60, 34): centre (50, 27), 20 x 14 -> exactly (20, 14): IoU 1 on scale 0's anchor 1 and scale
+    # 1's anchor 0. Scale 0 (4 x 6 cells, 2 anchors): col 3, row 1 -> (1 * 6 + 3) * 2 + 1 = 19, in cell 0.125,
+    # 0.6875. Scale 1 (2 x 3, 3 anchors, rows 48..65): col 1, row 0 -> 48 + (0 * 3 + 1) * 3 + 0 = 51, in cell
+    # 50/32 - 1 = 0.5625, 27/32 = 0.84375. Size targets log(20/20) = log(14/14) = 0.
+    box = (40, 20, 60, 34)
+    targets = assigner(np.array([box]), np.array([2]), INPUT_HW)
+    check_targets(targets, {19: expected_row(0.125, 0.6875, 0.0, 0.0, box, [2]),
+                            51: expected_row(0.5625, 0.84375, 0.0, 0.0, box, [2])})
+    # box (10, 10, 18, 20): 8 x 10 -> scale 0's anchor 0 alone; centre (14, 15): col 0, row 0 -> row 0
+    box = (10, 10, 18, 20)
+    targets = assigner(np.array([box]), np.array([0]), INPUT_HW)
+    check_targets(targets, {0: expected_row(14 / 16, 15 / 16, 0.0, 0.0, box, [0])})
+
+
 def test_several_boxes_at_once():
     # the boxes of the tests above together, each in its own slot: 16, 31, 46, 64
     boxes = np.array([(35, 14, 45, 26), (38, 25, 58, 39), (88, 58, 96, 64), (50, 26, 90, 54)])
