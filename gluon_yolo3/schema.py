@@ -87,7 +87,8 @@ DEFAULTS: Dict[str, Any] = {
                                      # warmup_steps: 2000}; null = off
         "amp": None,                 # mixed precision: bfloat16 (CPUs with AMX or AVX512-BF16: convolutions in
                                      # bfloat16, weights, BatchNorm statistics, loss and update in float32),
-                                     # float16 (GPUs, MXNet AMP); null = float32
+                                     # float16 (GPUs, MXNet AMP); auto = bfloat16 where every device is such a
+                                     # CPU, else float32; null = float32
         "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
                                      # validation) before it stops with an error; 0 = forever
         "hooks": [],                 # more training hooks beside the built-ins: [{type: early_stopping, ...}]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import mxnet as mx
 import numpy as np
 
-from ..amx import require_bf16
+from ..amx import cpu_bf16, require_bf16
 from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
 from ..data.pipeline import build_assigner, build_train_batches
 from ..files import atomic_write_text
@@ -33,11 +33,14 @@ AMP_TYPES = ("float16", "bfloat16")
 
 def amp_type(value: Any, contexts) -> Optional[str]:
     """`train.amp` -> None (off), "float16" (GPUs: MXNet's AMP with loss scaling) or "bfloat16" (CPUs with
-    AMX-BF16 or AVX512-BF16: `models/precision.py`); a clear error where the devices cannot run it."""
+    AMX-BF16 or AVX512-BF16: `models/precision.py`); a clear error where the devices cannot run it. `auto` is
+    bfloat16 where every device is a CPU that runs it fast, else float32 (never float16: loss scaling is a choice)."""
     if value in (None, False, "", "off", "float32"):
         return None
+    if value == "auto":
+        return "bfloat16" if all(ctx.device_type == "cpu" for ctx in contexts) and cpu_bf16() else None
     if value not in AMP_TYPES:
-        raise ValueError(f"train.amp must be null (off), float16 (GPU) or bfloat16 (CPU), got {value!r}")
+        raise ValueError(f"train.amp must be null (off), auto, float16 (GPU) or bfloat16 (CPU), got {value!r}")
     if value == "float16" and any(ctx.device_type != "gpu" for ctx in contexts):
         raise ValueError(f"train.amp: float16 needs GPU devices (train.devices / --devices gpu:0,...); got "
                          f"{', '.join(str(c) for c in contexts)}. On a CPU with AMX or AVX512-BF16, train.amp: "

@@ -144,6 +144,16 @@ def test_a_cpu_without_bfloat16_gets_a_clear_error(tmp_path, monkeypatch):
         amp_type("float16", [mx.cpu()])
 
 
+def test_amp_auto_is_bfloat16_only_on_cpus_that_run_it(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(amx, "CPUINFO", info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni\n")
+    assert amp_type("auto", [mx.cpu()]) is None                                  # float32, no error
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_tile amx_bf16\n")
+    assert amp_type("auto", [mx.cpu(0), mx.cpu(1)]) == "bfloat16"
+    assert amp_type("auto", [mx.gpu(0)]) is None                                 # never float16 by itself
+
+
 def test_bfloat16_inference_eval_reports_the_delta_and_exports(trained_demo, invoke, demo_sets, tmp_path):
     recipe, run = trained_demo
     sets = sum([["--set", s] for s in demo_sets], [])
