@@ -31,14 +31,17 @@ NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
 AMP_TYPES = ("float16", "bfloat16")
 
 
-def amp_type(value: Any, contexts) -> Optional[str]:
+def amp_type(value: Any, contexts, log: Callable[[str], None] = lambda _: None) -> Optional[str]:
     """`train.amp` -> None (off), "float16" (GPUs: MXNet's AMP with loss scaling) or "bfloat16" (CPUs with
     AMX-BF16 or AVX512-BF16: `models/precision.py`); a clear error where the devices cannot run it. `auto` is
-    bfloat16 where every device is a CPU that runs it fast, else float32 (never float16: loss scaling is a choice)."""
+    bfloat16 where every device is a CPU that runs it fast, else float32 (never float16: loss scaling is a choice),
+    and `log` says which."""
     if value in (None, False, "", "off", "float32"):
         return None
     if value == "auto":
-        return "bfloat16" if all(ctx.device_type == "cpu" for ctx in contexts) and cpu_bf16() else None
+        amp = "bfloat16" if all(ctx.device_type == "cpu" for ctx in contexts) and cpu_bf16() else None
+        log(f"train.amp auto: {amp or 'float32 (bfloat16 needs CPU devices with amx_bf16 or avx512_bf16)'}")
+        return amp
     if value not in AMP_TYPES:
         raise ValueError(f"train.amp must be null (off), auto, float16 (GPU) or bfloat16 (CPU), got {value!r}")
     if value == "float16" and any(ctx.device_type != "gpu" for ctx in contexts):

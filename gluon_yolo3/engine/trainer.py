@@ -83,7 +83,7 @@ class Trainer:
                              f"devices ({len(self.contexts)})")
         dist.check_kvstore(self.kvstore)
         self.distributed = dist.is_distributed(self.kvstore)
-        self.amp = amp_type(self.train_cfg.get("amp"), self.contexts)
+        self.amp = amp_type(self.train_cfg.get("amp"), self.contexts, self.log)
         self.ema_cfg = ema_config(self.train_cfg.get("ema"))
         self.clip_grad_norm = float(self.train_cfg.get("clip_grad_norm") or 0.0)
         if self.clip_grad_norm < 0:
@@ -168,9 +168,6 @@ class Trainer:
         self.loss_fn = build_loss(self.recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
         self.loss_names = list(self.loss_fn.names)
-        if self.train_cfg.get("amp") == "auto":
-            self.log(f"train.amp auto: {self.amp or 'float32'} on {', '.join(map(str, self.contexts))}"
-                     + ("" if self.amp else " (bfloat16 needs CPUs with amx_bf16 or avx512_bf16)"))
         if self.amp == "bfloat16":          # convolutions in bfloat16, weights and the rest in float32
             set_compute_dtype(self.net, "bfloat16")
         if self.train_cfg["hybridize"]:

@@ -148,9 +148,12 @@ def test_amp_auto_is_bfloat16_only_on_cpus_that_run_it(tmp_path, monkeypatch):
     info = tmp_path / "cpuinfo"
     monkeypatch.setattr(amx, "CPUINFO", info)
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_vnni\n")
-    assert amp_type("auto", [mx.cpu()]) is None                                  # float32, no error
+    logged = []
+    assert amp_type("auto", [mx.cpu()], logged.append) is None                   # float32, no error
+    assert logged == ["train.amp auto: float32 (bfloat16 needs CPU devices with amx_bf16 or avx512_bf16)"]
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_tile amx_bf16\n")
-    assert amp_type("auto", [mx.cpu(0), mx.cpu(1)]) == "bfloat16"
+    assert amp_type("auto", [mx.cpu(0), mx.cpu(1)], logged.append) == "bfloat16"
+    assert logged[-1] == "train.amp auto: bfloat16"
     assert amp_type("auto", [mx.gpu(0)]) is None                                 # never float16 by itself
 
 
