@@ -13,7 +13,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from mxnet import gluon, nd
 
+from ..postprocess.decode import per_scale
 from ..registry import ASSIGNERS
+from ..schema import RecipeError
 from .feed import InputSpec
 from .transforms import Compose, SampleContext
 
@@ -212,4 +214,10 @@ def build_train_batches(recipe: Mapping[str, Any], dataset, assigner, batch_size
 
 
 def build_assigner(recipe: Mapping[str, Any], anchors, strides, num_classes: int):
-    return ASSIGNERS.build(recipe["assigner"], anchors=anchors, strides=strides, num_classes=num_classes)
+    """The recipe's assigner; RecipeError where its neighbour cells lie beyond what the decoder reaches."""
+    assigner = ASSIGNERS.build(recipe["assigner"], anchors=anchors, strides=strides, num_classes=num_classes)
+    reach = min(per_scale(recipe["model"].get("scale_x_y", 1.0), len(anchors)))
+    if getattr(assigner, "neighbours", False) and reach < 2:
+        raise RecipeError(f"assigner.neighbours: true trains centres up to half a cell outside each cell, which "
+                          f"the decoder reaches only with model.scale_x_y >= 2 (got {recipe['model'].get('scale_x_y')})")
+    return assigner

@@ -17,14 +17,20 @@ NUM_BOX_FIELDS = 10  # columns before the class targets
 
 
 class AnchorAssigner:
-    """Shared encoding; subclasses choose which (box, anchor) pairs are positives in `match`."""
+    """Shared encoding; subclasses choose which (box, anchor) pairs are positives in `match`.
 
-    def __init__(self, anchors: Sequence, strides: Sequence[int], num_classes: int):
+    `neighbours`: each positive also trains, with the same anchor, the two cells beside its own that lie nearest
+    the box centre (left or right, above or below; YOLOv5's rule), whose centre target then lies in (-0.5, 1.5):
+    three positives per pair instead of one. It needs a decoder that reaches there, `model.scale_x_y` >= 2.
+    """
+
+    def __init__(self, anchors: Sequence, strides: Sequence[int], num_classes: int, neighbours: bool = False):
         self.anchors = [np.asarray(a, dtype=np.float32).reshape(-1, 2) for a in anchors]
         self.strides = tuple(int(s) for s in strides)
         if len(self.anchors) != len(self.strides):
             raise ValueError(f"{len(self.anchors)} anchor groups for {len(self.strides)} strides")
         self.num_classes = int(num_classes)
+        self.neighbours = bool(neighbours)
         self.flat_anchors = np.concatenate(self.anchors, axis=0)                     # (K, 2)
         self.anchor_scale = np.concatenate([np.full(len(a), s) for s, a in enumerate(self.anchors)])
         self.anchor_local = np.concatenate([np.arange(len(a)) for a in self.anchors])
@@ -77,6 +83,9 @@ class AnchorAssigner:
         g = self.grid_position(cxcywh[box_idx, 0:2], stride, grid_hwa[:, 1::-1], input_hw)
         col = np.clip(np.floor(g[:, 0]), 0, grid_hwa[:, 1] - 1).astype(np.int64)   # x -> column j
         row = np.clip(np.floor(g[:, 1]), 0, grid_hwa[:, 0] - 1).astype(np.int64)   # y -> row i
+        if self.neighbours:
+            pick, col, row = neighbour_cells(g - np.stack([col, row], axis=1), col, row, grid_hwa)
+            box_idx, anchor_idx, g, grid_hwa, offsets = (a[pick] for a in (box_idx, anchor_idx, g, grid_hwa, offsets))
         rows = offsets + (row * grid_hwa[:, 1] + col) * grid_hwa[:, 2] + self.anchor_local[anchor_idx]
         take = self.keep_pairs(rows)
         rows, box_idx, anchor_idx, g, col, row = (a[take] for a in (rows, box_idx, anchor_idx, g, col, row))
@@ -111,6 +120,21 @@ class AnchorAssigner:
                             "classes": np.flatnonzero(t[NUM_BOX_FIELDS:]).tolist(), "scale": s, "row": int(i),
                             "col": int(j), "anchor": int(k)})
         return out
+
+
+def neighbour_cells(in_cell: np.ndarray, col: np.ndarray, row: np.ndarray, grid_hwa: np.ndarray):
+    """`(pick, col, row)`: pairs `pick` (indices into the P positive pairs) placed in cells (col, row): first the
+    horizontal neighbour nearer the centre (`in_cell` x < 0.5: the left one, > 0.5: the right one) where the grid
+    has it, then the vertical one likewise, then every pair in its own cell, so that on a shared slot a box's own
+    cell wins over another box's neighbour. in_cell `(P, 2)`, col, row `(P,)`, grid_hwa `(P, 3)` H, W, A."""
+    p = np.arange(len(col))
+    fx, fy = in_cell[:, 0], in_cell[:, 1]
+    sides = ((p[(fx < 0.5) & (col > 0)], -1, 0), (p[(fx > 0.5) & (col < grid_hwa[:, 1] - 1)], 1, 0),
+             (p[(fy < 0.5) & (row > 0)], 0, -1), (p[(fy > 0.5) & (row < grid_hwa[:, 0] - 1)], 0, 1))
+    pick = np.concatenate([i for i, _, _ in sides] + [p])
+    dcol = np.concatenate([np.full(len(i), d) for i, d, _ in sides] + [np.zeros(len(p), np.int64)])
+    drow = np.concatenate([np.full(len(i), d) for i, _, d in sides] + [np.zeros(len(p), np.int64)])
+    return pick, col[pick] + dcol, row[pick] + drow
 
 
 @ASSIGNERS.register("best_anchor")

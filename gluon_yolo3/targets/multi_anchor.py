@@ -22,8 +22,8 @@ class MultiAnchorAssigner(AnchorAssigner):
     is `best_anchor`.
     """
 
-    def __init__(self, anchors, strides, num_classes: int, iou_thresh: float = 0.213):
-        super().__init__(anchors, strides, num_classes)
+    def __init__(self, anchors, strides, num_classes: int, iou_thresh: float = 0.213, neighbours: bool = False):
+        super().__init__(anchors, strides, num_classes, neighbours)
         if not 0 <= iou_thresh <= 1:
             raise ValueError(f"multi_anchor: iou_thresh must lie in [0, 1], got {iou_thresh}")
         self.iou_thresh = float(iou_thresh)
