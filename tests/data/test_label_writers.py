@@ -46,13 +46,17 @@ def read_back(root):
     return labels
 
 
-def test_voc_folder_reads_back_with_whole_pixel_boxes(tmp_path, detections):
-    writer = label_writer("voc", tmp_path / "voc", CLASSES)
+def write_all(fmt, root, detections):
+    """Every detection written with a `fmt` writer into `root`; -> the sorted file names of its image folder."""
+    writer = label_writer(fmt, root, CLASSES)
     for name, image, boxes, ids, source in detections:
         writer.add(name, image, boxes, ids, source_file=source)
     writer.close()
-    assert sorted(p.name for p in (tmp_path / "voc/JPEGImages").iterdir()) == [
-        "clip_000012.jpg", "empty.jpg", "photo.jpg", "shot.jpg"]
+    return sorted(p.name for p in (root / writer.image_folder).iterdir())
+
+
+def test_voc_folder_reads_back_with_whole_pixel_boxes(tmp_path, detections):
+    assert write_all("voc", tmp_path / "voc", detections) == ["clip_000012.jpg", "empty.jpg", "photo.jpg", "shot.jpg"]
     assert (tmp_path / "voc/JPEGImages/shot.jpg").read_bytes() == (tmp_path / "in/shot.JPEG").read_bytes()
     xml = (tmp_path / "voc/Annotations/photo.xml").read_text()
     assert "<width>80</width>" in xml and "<height>60</height>" in xml and "<depth>3</depth>" in xml
@@ -71,12 +75,8 @@ def test_voc_folder_reads_back_with_whole_pixel_boxes(tmp_path, detections):
 
 
 def test_yolo_dataset_reads_back_with_the_same_boxes(tmp_path, detections):
-    writer = label_writer("yolo", tmp_path / "yolo", CLASSES)
-    for name, image, boxes, ids, source in detections:
-        writer.add(name, image, boxes, ids, source_file=source)
-    writer.close()
-    assert sorted(p.name for p in (tmp_path / "yolo/images").iterdir()) == [
-        "clip_000012.jpg", "empty.jpg", "photo.png", "shot.JPEG"]
+    assert write_all("yolo", tmp_path / "yolo", detections) == ["clip_000012.jpg", "empty.jpg", "photo.png",
+                                                                "shot.JPEG"]
     assert (tmp_path / "yolo/images/photo.png").read_bytes() == (tmp_path / "in/photo.png").read_bytes()
     assert (tmp_path / "yolo/labels/photo.txt").read_text().splitlines()[0] == "1 0.272500 0.325833 0.460000 0.465000"
     assert (tmp_path / "yolo/labels/empty.txt").read_text() == ""
