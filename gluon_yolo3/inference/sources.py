@@ -71,7 +71,7 @@ def media_kind(path: Path) -> Optional[str]:
 class Sources:
     """The SOURCE arguments resolved into images and videos (`items`, in order, each once); `ignored`: the
     other files found in folders and glob matches; `problems`: SOURCEs that name nothing (a glob without a
-    match, a list file that cannot be read)."""
+    match, a folder without images or videos, a list file that cannot be read)."""
 
     def __init__(self, args: Sequence[Any] | str | Path):
         args = [args] if isinstance(args, (str, Path)) else list(args)
@@ -87,7 +87,8 @@ class Sources:
         if is_stream(text) and not path.exists():
             self.items.append(Source("video", text))
         elif path.is_dir():
-            self._add_files(sorted(p for p in path.rglob("*") if p.is_file()))
+            if not self._add_files(sorted(p for p in path.rglob("*") if p.is_file())):
+                self.problems.append(f"{path}: no images or videos in this folder")
         elif path.is_file() and path.suffix.lower() == ".txt":
             if listed:
                 self.problems.append(f"{path}: a list file inside a list file; skipped")
@@ -110,13 +111,17 @@ class Sources:
         else:          # a file by name (or a missing one): its reader says what is wrong
             self.items.append(Source(media_kind(path) or "image", str(path)))
 
-    def _add_files(self, files: Sequence[Path]):
+    def _add_files(self, files: Sequence[Path]) -> int:
+        """Add the images and videos of `files`, count the others; -> how many were added."""
+        added = 0
         for path in files:
             kind = media_kind(path)
             if kind is None:
                 self.ignored += 1
             else:
                 self.items.append(Source(kind, str(path)))
+                added += 1
+        return added
 
     def frame_count(self, every: int = 1, max_frames: Optional[int] = None) -> Optional[int]:
         """How many frames `read_frames` will give at most (images count one each), from the videos' headers;

@@ -83,11 +83,16 @@ def test_stream_over_images_and_a_video_equals_predicting_each(random_demo, tmp_
 
 
 @pytest.mark.slow
-def test_every_deployed_runtime_streams_the_same_sources(random_demo, tmp_path, moving_dog, write_video):
+def test_every_runtime_streams_the_same_sources(random_demo, tmp_path, moving_dog, write_video):
+    """MXNet export and ONNX give the plain graph's detections; int8 and bf16 (their own numbers) give in a stream
+    what they give image by image."""
+    from gluon_yolo3.amx import cpu_bf16
     from gluon_yolo3.deploy.export import export_mxnet, export_onnx
+    from gluon_yolo3.deploy.quantize import quantize_detector
     from gluon_yolo3.inference.deployed import deployed_predictor
     recipe, weights = random_demo
     video = write_video(tmp_path / "clip.mp4", moving_dog(5)[0])
+    decoded = [f.image for f in read_frames([Source("video", str(video))])]
     want = [det for _, det in api.Predictor(recipe, weights, score_thresh=0.2, fuse=False).stream([video])]
     export_mxnet(recipe, weights, tmp_path / "mx")
     onnx = export_onnx(recipe, weights, tmp_path / "onnx")["onnx"]
@@ -96,6 +101,15 @@ def test_every_deployed_runtime_streams_the_same_sources(random_demo, tmp_path, 
         assert len(got) == 5
         for g, w in zip(got, want):
             same_detections(g, w)
+    quantize_detector(recipe, weights, tmp_path / "int8", calib=4)
+    others = [deployed_predictor(tmp_path / "int8", recipe, score_thresh=0.2)]
+    if cpu_bf16():
+        others.append(api.Predictor(recipe, weights, score_thresh=0.2, precision="bfloat16"))
+    for predictor in others:
+        got = [det for _, det in predictor.stream([video], batch_size=3)]
+        assert len(got) == 5
+        for g, image in zip(got, decoded):
+            same_detections(g, predictor.predict_one(image))
 
 
 @pytest.mark.slow

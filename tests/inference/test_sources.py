@@ -52,6 +52,11 @@ def test_globs_list_files_streams_and_duplicates(tree, tmp_path):
     assert found.problems == [f"{nested}: a list file inside a list file; skipped",
                               f"{tmp_path / 'none*.jpg'}: no file matches"]
     assert Sources([tree / "a.jpg", tree / "a.jpg"]).items == [Source("image", str(tree / "a.jpg"))]
+    (tmp_path / "empty/sub").mkdir(parents=True)
+    (tmp_path / "empty/sub/readme.md").write_text("x")
+    nothing = Sources([tmp_path / "empty"])
+    assert nothing.items == [] and nothing.ignored == 1
+    assert nothing.problems == [f"{tmp_path / 'empty'}: no images or videos in this folder"]
 
 
 def test_unreadable_and_truncated_images_are_skipped_with_a_warning(tree, tmp_path):
