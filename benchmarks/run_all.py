@@ -1,4 +1,4 @@
-"""Every benchmark in one run: training step, inference, optimizer update, data pipeline -> results/<date>.json, .md.
+"""Every benchmark in one run: training step, inference, video, optimizer update, data pipeline -> results/<date>.json, .md.
 
     python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores)
     python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there)
@@ -120,6 +120,13 @@ def markdown(result: Dict[str, Any]) -> str:
         lines.append(f"| one epoch of recipes/bccd_tiny.yaml ({f32['images']} images, {f32['steps']} steps), "
                      f"bfloat16 against our float32 | {b16['seconds']:.1f} s | {f32['seconds']:.1f} s (ours fp32) | "
                      f"{f32['seconds'] / b16['seconds']:.2f}x | - |")
+    video = result.get("video")
+    if video:
+        gcv = video["fps"]["gluoncv fp32, frame by frame"]
+        for key in ("ours fused fp32, stream", "ours int8, stream", "gluoncv fp32 in our stream"):
+            lines.append(f"| predict on a {video['size']} px video, decoding included (video.py), darknet53, {key} "
+                         f"(batch {video['batch_size']}) | {video['fps'][key]:.2f} frames/s | {gcv:.2f} frames/s "
+                         f"(frame by frame) | {video['vs_gluoncv'][key]:.2f}x | - |")
     upd = result.get("optimizer_update")
     if upd:
         lines.append(f"| SGD update of darknet53's {upd['weights'] / 1e6:.1f} M weights (optimizer_update.py) | "
@@ -191,6 +198,10 @@ def main(argv=None):
         result["train_step"].update(json.loads(train_json.read_text()))
         run("inference.py", infer_args + ["--json", str(infer_json)], threads)
         result["inference"] = json.loads(infer_json.read_text())
+        video_json = Path(tmp) / "video.json"
+        run("video.py", (["--frames", "16", "--rounds", "1"] if args.quick else []) + ["--json", str(video_json)],
+            threads)
+        result["video"] = json.loads(video_json.read_text())
         update_json = Path(tmp) / "update.json"
         run("optimizer_update.py", (["--rounds", "1"] if args.quick else []) + ["--json", str(update_json)], threads)
         result["optimizer_update"] = json.loads(update_json.read_text())

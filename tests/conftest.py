@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 import gluon_yolo3  # noqa: F401  (sets the thread and AMX variables before any test module imports MXNet)
@@ -145,6 +146,52 @@ def trained_demo(demo_recipe, tmp_path_factory):
     run = tmp_path_factory.mktemp("demo_trained") / "run"
     api.train(recipe, workdir=str(run), progress=False, log=lambda *a, **k: None)
     return recipe, run
+
+
+# ------------------------------------------------------------------------------------------------ videos
+
+DOG_BOX = (129, 186, 370, 517)   # the dog in Darknet's dog.jpg (zoo/yolov3_tiny_coco), x1y1x2y2 pixels
+
+
+def _moving_dog(count, step=4, width=320, height=240, dog_height=150):
+    """`count` frames `(H, W, 3) uint8 RGB`: the dog of zoo/yolov3_tiny_coco/dog.jpg, `dog_height` pixels high,
+    moving right by `step` pixels a frame on grey; and its box `(count, 4)` x1y1x2y2 (pixel edges) in each."""
+    import cv2
+    dog = cv2.imread(str(REPO / "zoo/yolov3_tiny_coco/dog.jpg"))[DOG_BOX[1]:DOG_BOX[3], DOG_BOX[0]:DOG_BOX[2], ::-1]
+    scale = dog_height / dog.shape[0]
+    dog = cv2.resize(dog, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    h, w = dog.shape[:2]
+    frames, boxes = [], []
+    for i in range(count):
+        x, y = 4 + i * step, (height - h) // 2
+        image = np.full((height, width, 3), 110, np.uint8)
+        image[y:y + h, x:x + w] = dog
+        frames.append(image)
+        boxes.append([x, y, x + w, y + h])
+    return frames, np.array(boxes, np.float32)
+
+
+def _write_video(path, frames, fps=25):
+    """An H.264 MP4 of `(H, W, 3) uint8 RGB` frames at `fps`; returns `path`."""
+    from gluon_yolo3.inference.video import VideoWriter
+    h, w = frames[0].shape[:2]
+    with VideoWriter(path, fps, (w, h)) as out:
+        for frame in frames:
+            out.write(frame)
+    return path
+
+
+@pytest.fixture(scope="session")
+def moving_dog():
+    """moving_dog(count, step=4, width=320, height=240, dog_height=150) -> (frames, boxes (count, 4)): the dog of
+    zoo/yolov3_tiny_coco/dog.jpg moving right on grey (the zoo model finds it in every frame), and its box."""
+    return _moving_dog
+
+
+@pytest.fixture(scope="session")
+def write_video():
+    """write_video(path, frames, fps=25) -> path: an H.264 MP4 of `(H, W, 3) uint8 RGB` frames."""
+    return _write_video
 
 
 # ------------------------------------------------------------------------------------- child processes

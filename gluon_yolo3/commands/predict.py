@@ -1,35 +1,57 @@
-"""`gluon-yolo3 predict RECIPE IMAGES...`: detections drawn into a folder and listed in detections.json."""
+"""`gluon-yolo3 predict RECIPE SOURCE...`: images, folders, globs, list files, videos and streams through any
+runtime; drawings, detections.json, annotated videos with JSON lines, and labels into a folder."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from tqdm import tqdm
 
 from .. import api
 from ..devices import parse_devices
-from ..files import atomic_write_text, cannot_write, make_folder
-from .common import DevicesOption, FuseOption, PrecisionOption, RecipeArg, SetOption, cli_errors, fail, load_recipe
+from ..inference.outputs import PredictionWriter
+from ..inference.sources import Sources
+from .common import (DevicesOption, FuseOption, PrecisionOption, ProgressOption, RecipeArg, SetOption, cli_errors,
+                     fail, load_recipe)
+
+SOURCES_HELP = ("Images, folders (searched recursively for images and videos), globs ('shots/*.jpg'), .txt files "
+                "listing paths, videos, stream URLs (rtsp://...) or a camera index (0).")
 
 
 @cli_errors
 def predict(recipe: RecipeArg,
-            images: List[Path] = typer.Argument(..., help="Image files."),
+            sources: List[str] = typer.Argument(..., metavar="SOURCE...", help=SOURCES_HELP),
             weights: Optional[Path] = typer.Option(None, help="A .params file, a run folder or a zoo folder."),
             exported: Optional[Path] = typer.Option(None, help="Instead of --weights: a folder written by "
                                                                "`export --format mxnet` (or `quantize`)."),
             onnx: Optional[Path] = typer.Option(None, help="Instead of --weights: an ONNX file written by "
                                                            "`export --format onnx` (onnxruntime + numpy NMS)."),
-            out: Path = typer.Option(Path("predictions"), help="Folder for drawn images and detections.json."),
+            out: Path = typer.Option(Path("predictions"), help="Folder for drawings, detections.json, annotated "
+                                                               "videos with their .jsonl, and labels/."),
             set_: SetOption = None,
             score_thresh: Optional[float] = typer.Option(None, help="Keep detections scoring at least this "
                                                                     "(default: the recipe's predict.score_thresh)."),
-            devices: DevicesOption = None, fuse: FuseOption = None, precision: PrecisionOption = None):
-    """Detect objects in images; write them drawn and as JSON into --out. An unreadable image is skipped with a
-    warning (the others are still written) and the exit code is 2."""
+            batch_size: int = typer.Option(8, help="Images or frames per network call (decoding runs in a worker "
+                                                   "thread beside it); 1 for the lowest latency on a live stream."),
+            every: int = typer.Option(1, help="Take one video frame in N (the annotated video's frame rate is "
+                                              "divided by N)."),
+            max_frames: Optional[int] = typer.Option(None, help="At most this many frames taken from each video "
+                                                                "or stream (after --every)."),
+            save_labels: Optional[str] = typer.Option(None, help="voc or yolo: write each image and frame with its "
+                                                                 "detections as a dataset in OUT/labels/, which "
+                                                                 "`data check` and `train` read (data.root)."),
+            classes: Optional[List[str]] = typer.Option(None, help="Keep only these classes (repeatable or "
+                                                                   "comma-separated: --classes dog,cat)."),
+            devices: DevicesOption = None, fuse: FuseOption = None, precision: PrecisionOption = None,
+            progress: ProgressOption = True):
+    """Detect objects in images and videos; write them drawn and as JSON into --out (and as labels with
+    --save-labels). An unreadable file or a corrupt frame is skipped with a warning (everything else is still
+    written) and the exit code is then 2."""
     if sum(x is not None for x in (weights, exported, onnx)) != 1:
         raise ValueError("give exactly one of --weights, --exported, --onnx")
+    if save_labels not in (None, "voc", "yolo"):
+        raise ValueError(f"--save-labels must be voc or yolo, got {save_labels!r}")
     cfg = load_recipe(recipe, set_)
     contexts = parse_devices(devices or "cpu:0")[:1]
     if weights is not None:
@@ -37,37 +59,33 @@ def predict(recipe: RecipeArg,
                                   precision=precision)
     else:
         predictor = api.deployed_predictor(exported or onnx, cfg, score_thresh=score_thresh, ctx=contexts[0])
-    make_folder(out)
-    records, failed, taken = [], [], set()
-    for path in images:
-        try:
-            image = api.read_image(path)
-        except FileNotFoundError as err:
-            typer.secho(f"warning: {err}; skipped", fg=typer.colors.YELLOW, err=True)
-            failed.append(str(path))
-            continue
-        det = predictor.predict_one(image)
-        drawing = unique_name(out, path, taken)
-        try:
-            predictor.draw(image, drawing, det=det)
-        except OSError as err:
-            raise cannot_write(drawing, err) from None
-        records.append({"image": str(path), "drawing": drawing.name, "detections": [
-            {"class": n, "class_id": int(i), "score": round(float(s), 5), "box": [round(float(v), 2) for v in b]}
-            for n, i, s, b in zip(det["names"], det["ids"], det["scores"], det["boxes"])]})
-        typer.echo(f"{path}: {len(det['ids'])} detections")
-    atomic_write_text(out / "detections.json", json.dumps(records, indent=1))
-    typer.echo(f"wrote {out}/")
-    if failed:
-        fail(f"{len(failed)} of {len(images)} image(s) could not be read: {', '.join(failed)}")
+    if classes:
+        predictor.keep_classes([n.strip() for item in classes for n in item.split(",") if n.strip()])
+    found = Sources(sources)
+    if found.ignored:
+        typer.echo(f"{found.ignored} file(s) in the folders or glob matches are neither images nor videos: skipped")
+    problems: List[str] = []
+    bar = tqdm(total=found.frame_count(every, max_frames) if progress else None, unit="frame",
+               disable=not progress, dynamic_ncols=True)
 
+    def skipped(text: str):
+        problems.append(text)
+        bar.clear()
+        typer.secho(f"warning: {text}", fg=typer.colors.YELLOW, err=True)
 
-def unique_name(folder: Path, image: Path, taken: set) -> Path:
-    """`folder/<stem>.jpg` for a drawing of `image`, numbered (`<stem>_2.jpg`, ...) when an earlier input of
-    this call had the same stem."""
-    stem, n = image.stem, 2
-    name = f"{stem}.jpg"
-    while name in taken:
-        name, n = f"{stem}_{n}.jpg", n + 1
-    taken.add(name)
-    return folder / name
+    images = frames = 0
+    with bar, PredictionWriter(out, predictor.classes, labels=save_labels, every=every) as writer:
+        for frame, det in predictor.stream(found, batch_size=batch_size, every=every, max_frames=max_frames,
+                                           on_problem=skipped):
+            writer.add(frame, det)
+            bar.update(1)
+            if frame.video is None:
+                images += 1
+                bar.write(f"{frame.source.location}: {len(det['ids'])} detections")
+            else:
+                frames += 1
+    typer.echo(f"wrote {out}/: {images} image(s), {frames} video frame(s) from {len(writer.videos)} video(s)"
+               + (f", labels in {out}/labels ({save_labels})" if save_labels else ""))
+    if problems:
+        fail(f"{len(problems)} input(s) or frame(s) skipped: " + "; ".join(problems[:5])
+             + (" ..." if len(problems) > 5 else ""))

@@ -24,7 +24,8 @@ def run(tmp_path_factory, demo_recipe, invoke, sets):
 @pytest.mark.parametrize("verb, options", [
     ("train", ["--set", "--devices", "--kvstore", "--workdir", "--resume", "--progress"]),
     ("eval", ["--weights", "--set", "--metric", "--split", "--devices", "--json", "--progress", "--deployed"]),
-    ("predict", ["--weights", "--out", "--set", "--score-thresh", "--devices", "--exported", "--onnx"]),
+    ("predict", ["--weights", "--out", "--set", "--score-thresh", "--devices", "--exported", "--onnx", "--batch-size",
+                 "--every", "--max-frames", "--save-labels", "--classes", "--progress"]),
     ("components", ["--plugin"]),
     ("import-darknet", ["--out", "--names"]),
     ("export-darknet", ["--weights", "--out", "--set"]),
