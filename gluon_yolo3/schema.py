@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from typing import Any, Callable, Dict, Mapping, NamedTuple
 
 
@@ -236,18 +237,22 @@ def check_value(path: str, value: Any, default: Any, where: str = "recipe"):
         return
     rule = RULES.get(path) or next((r for kind, r in TYPE_RULES if isinstance(default, kind)), None)
     if rule is not None and not rule.accepts(value):
-        raise RecipeError(f"{where}: {path} must be {rule.expected}, got {_shown(value)}")
+        raise RecipeError(f"{where}: {path} must be {rule.expected}, got {shown(value)}")
 
 
-def _shown(value: Any) -> str:
-    """A value as the recipe's YAML spells it: null, true, 'abc', [1, 2]."""
+# a value shown in a message: long strings, lists, dicts and deep nesting cut, never walked whole
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, 80, 80, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+SHOWN_LENGTH = 160
+
+
+def shown(value: Any, limit: int = SHOWN_LENGTH) -> str:
+    """A value as the recipe's YAML spells it (null, true, 'abc', [1, 2]), cut to a readable length: a value
+    from a hostile file may hold millions of characters (`reprlib` stops reading it at its limits)."""
     if value is None:
         return "null"
-    return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
-def _shown(value: Any) -> str:
-    """A value as the recipe's YAML spells it: null, true, 'abc', [1, 2]."""
-    if value is None:
-        return "null"
-    return str(value).lower() if isinstance(value, bool) else repr(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
