@@ -195,7 +195,7 @@ def _load_with_bases(path: Path, chain: tuple, loaded: Dict[Path, Dict[str, Any]
 
 
 # paths a recipe file gives relative to itself (data roots stay relative to the working directory)
-FILE_RELATIVE = (("train", "init_from"), ("train", "init_cfg"))
+FILE_RELATIVE = (("train", "init_from"), ("train", "init_cfg"), ("data", "split_dir"))
 
 
 def _resolve_paths(data: Dict[str, Any], folder: Path):

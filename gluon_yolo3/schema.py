@@ -48,6 +48,8 @@ DEFAULTS: Dict[str, Any] = {
         "root": None,                # a dataset folder (Pascal VOC or YOLO txt): train on trainval (else train),
                                      # validate on test (else val), else a seeded 80/20 split; replaces
                                      # data.train and data.val
+        "split_dir": None,           # a folder of train.txt and val.txt fixing data.root's split (a run's splits/:
+                                     # train writes it when the folder has no split files); relative to the recipe
         "train": {"type": "synthetic", "split": "train"},
         "val": {"type": "synthetic", "split": "val"},
         "classes": None,             # class names; default: the training dataset's
@@ -213,6 +215,7 @@ RULES: Dict[str, Rule] = {
     "train.init_cfg": Rule(_is_text, "a path to a Darknet .cfg file"),
     "train.freeze": Rule(_is_freeze, "a mapping like {modules: [backbone], epochs: 3, norm: true}"),
     "data.root": Rule(_is_text, "a path to a dataset folder (Pascal VOC or YOLO txt)"),
+    "data.split_dir": Rule(_is_text, "a path to a folder of split files (train.txt, val.txt)"),
     "train.keep_checkpoints": _integer(1),
     "train.log_every": _integer(1),
     "train.dist_timeout": _number("[0, inf)"),

@@ -6,7 +6,8 @@
 The run's class list is `data.classes`, else the training set's own (sorted VOC names, a YOLO data.yaml's
 `names`, COCO's categories); every split is built with it, so a validation split that holds another set
 of classes cannot shift the class ids. A box of a class outside the list is reported in the dataset's
-`problems` (with its file) and skipped. `data.root` (a dataset folder, `folder.py`) stands for both splits.
+`problems` (with its file) and skipped. `data.root` (a dataset folder, `folder.py`) stands for both splits, and
+`data.split_dir` (a run's recorded `splits/`) fixes which of its images each split holds.
 """
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
 
 
 def _build_split(data: Mapping[str, Any], split: str, classes) -> Any:
+    if data.get("split_dir") and not data.get("root"):
+        raise ValueError("data.split_dir fixes the split of a dataset folder: it needs data.root")
     cfg = dict(data[split]) if not data.get("root") else {"type": "folder", "root": data["root"], "split": split}
+    if data.get("root") and data.get("split_dir"):
+        cfg["split_dir"] = data["split_dir"]
     if classes is not None:
         cfg["classes"] = list(classes)
     dataset = DATASETS.build(cfg)

@@ -2,7 +2,7 @@
 written by one process at a time.
 
     folder = make_run_folder(recipe, workdir=None, resume=False)    # runs/<name>, numbered when taken
-    lock = hold_run_folder(folder, resume)          # this process is the one writer ...
+    lock = hold_run_folder(folder, resume, log)     # this process is the one writer ...
     lock.release()                                  # ... until it releases the lock or ends
 
 A run folder holds `recipe.yaml`, `metrics.jsonl`, `checkpoints/`, `training.png` and `predictions/`.
@@ -16,6 +16,7 @@ export) take no lock: every file of a run is written whole and renamed into plac
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import errno
 import fcntl
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from ..files import WriteError, cannot_write, make_folder
+from ..inference.weights import weights_folder
+from ..recipe import parse_yaml
 from ..schema import RecipeError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "checkpoints")     # a folder holding one of these is a run
@@ -69,6 +72,30 @@ def make_run_folder(recipe: Mapping[str, Any], workdir: Optional[str], resume: b
         raise RunFolderError(f"'{folder}' already holds files that are not a gluon-yolo3 run; choose an empty or "
                              "new folder with --workdir (or another recipe name)")
     return make_folder(folder)
+
+
+def with_run_splits(recipe: Mapping[str, Any], weights) -> Mapping[str, Any]:
+    """`recipe` reading the split its run recorded: when the recipe reads a dataset folder (`data.root`) without
+    `data.split_dir` and the run folder of `weights` (a run folder, or weights in it) recorded the split of that
+    same folder in `splits/`, a copy with `data.split_dir` set to it; else `recipe` itself. So that evaluating,
+    calibrating on or resuming a run reads the images it was trained and validated on, not a split drawn again
+    from the folder as it is now."""
+    data = recipe["data"]
+    if weights is None or not data.get("root") or data.get("split_dir"):
+        return recipe
+    run = weights_folder(weights)
+    splits = run / "splits"
+    if not (splits / "train.txt").is_file() or not (splits / "val.txt").is_file():
+        return recipe
+    try:
+        stored = (parse_yaml((run / "recipe.yaml").read_text()) or {}).get("data", {}).get("root")
+    except Exception:       # noqa: BLE001 - no readable recipe beside it: not a run we can vouch for
+        return recipe
+    if not stored or Path(str(stored)).expanduser().resolve() != Path(data["root"]).expanduser().resolve():
+        return recipe
+    out = copy.deepcopy(dict(recipe))
+    out["data"]["split_dir"] = str(splits)
+    return out
 
 
 def check_run_state(folder: Path, resume: bool):
@@ -194,10 +221,12 @@ class RunLock:
         self.release()
 
 
-def hold_run_folder(folder: Path, resume: bool) -> RunLock:
+def hold_run_folder(folder: Path, resume: bool, log=print) -> RunLock:
     """The folder's lock for this process, and the folder checked again while held (another process may have
-    made it a run since `make_run_folder` looked)."""
+    made it a run since `make_run_folder` looked). On a file system without locks, a warning in `log`."""
     lock = RunLock(folder).acquire()
+    if lock.note:
+        log(f"warning: {lock.note}")
     try:
         check_run_state(Path(folder), resume)
     except BaseException:

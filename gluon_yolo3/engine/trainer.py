@@ -34,7 +34,6 @@ from mxnet import autograd, gluon
 from mxnet.contrib import amp
 from tqdm import tqdm
 
-from ..data.build import build_datasets
 from ..data.feed import InputSpec
 from ..data.pipeline import trim_padding
 from ..devices import parse_devices, split_batch
@@ -43,8 +42,8 @@ from ..files import atomic_write_text, cannot_write
 from ..models.precision import set_compute_dtype
 from ..optim.gradients import clip, sums_of_squares
 from ..recipe import resolved_yaml
-from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, epochs_for,
-                       log_problems, no_bias_decay, record_splits, resolve_anchors, seed_everything)
+from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, build_run_data,
+                       epochs_for, no_bias_decay, record_splits, resolve_anchors, seed_everything)
 from .checkpoint import CheckpointManager
 from .ema import WeightEMA, ema_config
 from .hooks import save_before_stopping
@@ -107,7 +106,7 @@ class Trainer:
         self.last_terms, self.last_images, self.bar = None, 0, None
         self.stop_requested: Optional[str] = None
         self.hooks: list = []
-        self.resuming, self.init_report = False, None
+        self.resuming, self.init_report, self.dry_run = False, None, False
 
     @property
     def is_writer(self) -> bool:
@@ -133,9 +132,16 @@ class Trainer:
         self.build_optimizer()
         self.register_hooks(build_hooks(self.train_cfg, self.epochs))
 
+    def check(self):
+        """Build what `fit` builds (datasets, anchors, network, loss, transforms and batches, optimizer, hooks) with
+        the same builders, without joining a job, loading train.init_from, starting DataLoader workers or writing:
+        `data check` runs it, so that what training would refuse it refuses too."""
+        self.dry_run = True
+        self.setup()
+
     def join_job(self):
         """In a distributed job: the kvstore (waits for every process), rank and worker count, the watchdog."""
-        if not self.distributed or self.kv is not None:
+        if not self.distributed or self.kv is not None or self.dry_run:
             return
         timeout = float(self.train_cfg.get("dist_timeout") or 0)
         if timeout > 0:
@@ -149,22 +155,22 @@ class Trainer:
             self.log = lambda *_: None
 
     def build_data(self):
-        """The datasets with the run's one class list (written into the recipe), and their problems logged."""
-        sets = build_datasets(self.recipe)
+        """The datasets with the run's one class list (written into the recipe), their problems logged, and a drawn
+        split recorded in the run (named in its recipe.yaml, relative to it)."""
+        sets = build_run_data(self.recipe, self.run_dir, self.resuming, self.log)
         self.train_set, self.val_set = sets["train"], sets["val"]
         self.classes = list(self.train_set.classes)
         self.recipe["data"]["classes"] = list(self.classes)
         self.spec = InputSpec.from_recipe(self.recipe, self.classes)
-        log_problems(sets, self.log)
         self.epochs = epochs_for(self.train_cfg, len(self.train_set), self.batch_size, self.num_workers, self.log)
         self.anchor_fit = resolve_anchors(self.recipe, self.train_set, self.log)
-        if self.is_writer:
-            record_splits(sets, self.run_dir)
+        if self.is_writer and not self.dry_run and record_splits(sets, self.run_dir):
+            self.recipe["data"]["split_dir"] = "splits"
 
     def build_model(self):
         """The network and the loss on every device, hybridized, and the training batches for its anchors."""
         self.net = build_model(self.recipe, self.classes, self.contexts)
-        if self.train_cfg.get("init_from") and not self.resuming:
+        if self.train_cfg.get("init_from") and not self.resuming and not self.dry_run:
             self.init_report = start_from(self.recipe, self.net, self.classes, self.run_dir, self.log, self.is_writer)
         self.loss_fn = build_loss(self.recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
@@ -176,8 +182,8 @@ class Trainer:
             self.loss_fn.hybridize(static_alloc=True, static_shape=True)
         samples, self.sampler, batches = build_batches(self.recipe, self.train_set, self.net, len(self.classes),
                                                        self.batch_size, self.rank, self.num_workers)
-        self.loader = gluon.data.DataLoader(samples, batch_sampler=batches,
-                                            num_workers=int(self.recipe["data"]["num_workers"]))
+        self.loader = gluon.data.DataLoader(samples, batch_sampler=batches, num_workers=0 if self.dry_run else
+                                            int(self.recipe["data"]["num_workers"]))
         self.steps_per_epoch = len(batches)
 
     def build_optimizer(self):
@@ -217,9 +223,7 @@ class Trainer:
         of a distributed job holds its lock, the other workers never write it)."""
         self.resuming = resume                  # a resumed run loads its checkpoint, not train.init_from
         self.join_job()
-        lock = hold_run_folder(self.run_dir, resume) if self.is_writer else None
-        if lock is not None and lock.note:
-            self.log(f"warning: {lock.note}")
+        lock = hold_run_folder(self.run_dir, resume, self.log) if self.is_writer else None
         try:
             return self.train_run(resume)
         finally:

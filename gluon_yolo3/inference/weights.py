@@ -144,14 +144,17 @@ def find_weights(path) -> Path:
     raise FileNotFoundError(f"no weights at '{path}': give a .params file or a run folder with checkpoints")
 
 
+def weights_folder(weights) -> Path:
+    """The run, zoo or import folder that holds `weights` (a folder, a `.params` in it or in its checkpoints/)."""
+    path = Path(weights)
+    folder = path if path.is_dir() else path.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def weights_classes(weights) -> Tuple[Optional[List[str]], Optional[Path]]:
     """`(class list, the file it comes from)` stored beside weights: `data.classes` of the recipe.yaml of their
     run folder, zoo folder or import folder; `(None, None)` when there is none."""
-    path = Path(weights)
-    folder = path if path.is_dir() else path.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
-    recipe_file = folder / "recipe.yaml"
+    recipe_file = weights_folder(weights) / "recipe.yaml"
     if not recipe_file.is_file():
         return None, None
     try:

@@ -105,13 +105,15 @@ def test_data_check_finds_missing_coco_images(tmp_path, write_coco):
     path, ds = write_coco(tmp_path / "coco", num_images=5, size=64)
     (tmp_path / "coco/images" / f"{ds.image_id(3)}.png").unlink()
     from gluon_yolo3.data.coco import COCODetection
-    report = check_dataset(COCODetection(path))
-    assert report["unreadable"] == [ds.image_id(3)]
-    assert sum(f"{ds.image_id(3)}.png" in p for p in report["problems"]) == 1
-    expected = Counter(ds.classes[int(c)] for i in range(len(ds)) for c in ds[i][1][:, 4])
+    report = check_dataset(COCODetection(path))          # found when the dataset is built, and skipped
+    assert report["images"] == 4 and report["unreadable"] == []
+    assert [p for p in report["problems"] if f"{ds.image_id(3)}.png" in p] == [
+        f"{tmp_path / 'coco/images' / ds.image_id(3)}.png: unreadable image: cannot open it (No such file or "
+        "directory); image skipped"]
+    expected = Counter(ds.classes[int(c)] for i in range(len(ds)) if i != 3 for c in ds[i][1][:, 4])
     assert report["boxes_per_class"] == {c: expected[c] for c in ds.classes}
-    annotations_only = check_dataset(COCODetection(path), read_images=False)
-    assert annotations_only["unreadable"] == [] and annotations_only["problems"] == []
+    unchecked = check_dataset(COCODetection(path, check_images=False))      # found when decoded
+    assert unchecked["unreadable"] == [ds.image_id(3)] and len(unchecked["problems"]) == 1
 
 
 # ----------------------------------------------------------------------------------------- anchors
