@@ -13,7 +13,7 @@ from ..data.check import (check_dataset, class_mismatch, format_check, format_cl
 from ..engine.preview import draw_training_targets
 from ..engine.trainer import Trainer
 from ..files import atomic_write_text, cannot_write
-from .common import ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
+from .common import KNOWN_ERRORS, ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's datasets: data check, data show.")
 
@@ -52,13 +52,19 @@ def check(recipe: RecipeArg, set_: SetOption = None,
             typer.echo(line)
     folder = out or Path("runs") / cfg["name"] / "data_check"
     try:
+        notes, failure = training_build(cfg, folder), None
+    except KNOWN_ERRORS as err:         # reported after the data's files are written
+        notes, failure = [], err
+    summary["train_build"] = {"notes": notes, "error": None if failure is None else str(failure)}
+    try:
         png = write_box_histograms(reports, folder / "box_stats.png")
     except OSError as err:
         raise cannot_write(folder / "box_stats.png", err) from None
     report_json = folder / "data_check.json"
     atomic_write_text(report_json, json.dumps(summary, indent=1))
     typer.echo(f"wrote {png} and {report_json}")
-    notes = [line for line in training_build(cfg, folder) if not line.startswith(("data.train: ", "data.val: "))]
+    if failure is not None:
+        raise failure
     typer.echo("train builds: the network, loss, transforms, batches, optimizer and hooks"
                + "".join(f"\n  {line}" for line in notes))
     if strict and any(r["problems"] for r in reports.values()):
@@ -66,11 +72,11 @@ def check(recipe: RecipeArg, set_: SetOption = None,
 
 
 def training_build(cfg, folder: Path) -> List[str]:
-    """What `train` logs while it builds the run's pieces (`Trainer.check`: nothing is written); an error where
-    training would stop."""
+    """What `train` logs while it builds the run's pieces (`Trainer.check`: nothing is written), but the datasets'
+    problems and warnings (data check lists them above); an error where training would stop."""
     lines: List[str] = []
     Trainer(cfg, folder, progress=False, log=lines.append).check()
-    return lines
+    return [line for line in lines if not line.startswith(("data.train: ", "data.val: "))]
 
 
 @data_app.command("show")

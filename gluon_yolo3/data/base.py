@@ -205,6 +205,25 @@ def fit_to_image(label: np.ndarray, annotated: Tuple[int, int], image: Optional[
     return label
 
 
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "y": True, "on": True,
+              "0": False, "false": False, "no": False, "n": False, "off": False, "": False}
+
+
+def parse_flag(value) -> Optional[bool]:
+    """A 0/1 flag (`difficult`, `iscrowd`) as annotation files spell it: 0 / 1, 0.0 / 1.0, true / false, yes / no
+    (any case), missing = false; None for anything else (the caller reports it)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value) if value in (0, 1) else None
+    text = "" if value is None else str(value).strip().lower()
+    try:
+        number = float(text)
+        return bool(number) if number in (0, 1) else None
+    except ValueError:
+        return FLAG_WORDS.get(text)
+
+
 def _name_key(name: str) -> str:
     """A class name without case and whitespace: names with one key are near-duplicates."""
     return "".join(str(name).split()).casefold()

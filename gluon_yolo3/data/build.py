@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping
 
 from ..registry import DATASETS
+from ..schema import shown
 
 SPLITS = ("train", "val")
 
@@ -37,6 +38,12 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
     for split in splits:
         if split not in out:
             out[split] = _build_split(data, split, classes)
+    run_classes = list(classes if classes is not None else out[splits[0]].classes)
+    twice = sorted({c for c in run_classes if run_classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"the run's class list {shown(run_classes)} ("
+                         + ("data.classes" if data.get("classes") else "from the training data")
+                         + f") names {', '.join(map(repr, twice))} more than once: its class ids would be ambiguous")
     return {split: out[split] for split in splits}
 
 

@@ -106,6 +106,20 @@ def class_mismatch(found: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
     return out
 
 
+def split_overlap(train, val) -> Optional[str]:
+    """A warning when image files are in both splits (the validation figure would count photos the network trained
+    on), or None; datasets without files (generated ones) have none."""
+    if not (hasattr(train, "image_path") and hasattr(val, "image_path")):
+        return None
+    seen = {Path(train.image_path(i)).resolve() for i in range(len(train))}
+    both = [val.image_path(i) for i in range(len(val)) if Path(val.image_path(i)).resolve() in seen]
+    if not both:
+        return None
+    return (f"{len(both)} of the {len(val)} validation image(s) are in data.train too "
+            f"({', '.join(Path(p).name for p in both[:3])}{', ...' if len(both) > 3 else ''}): the validation figure "
+            "counts photos the network trained on")
+
+
 def format_class_mismatch(mismatch: Mapping[str, Sequence[str]]) -> Optional[str]:
     """"classes only in data.train: A, B; only in data.val: C", or None when every split has the same."""
     parts = [f"only in data.{key[len('only_in_'):]}: {', '.join(names)}"

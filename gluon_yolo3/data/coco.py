@@ -19,7 +19,9 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..registry import DATASETS
-from .base import DatasetError, FileDetectionDataset, fit_to_image, sanitize_boxes, similar_names_warning
+from ..schema import shown
+from .base import (DatasetError, FileDetectionDataset, fit_to_image, parse_flag, sanitize_boxes,
+                   similar_names_warning)
 from .cache import cached_parse
 
 
@@ -74,9 +76,13 @@ def _parse(ann_file: Path):
                 problems.append(f"{where}: annotation {ann.get('id', '?')} has unknown category id {cid}; "
                                 "skipped")
                 continue
+            flag = parse_flag(ann.get("iscrowd", 0))
+            if flag is None:
+                problems.append(f"{where}: annotation {ann.get('id', '?')} iscrowd {shown(ann.get('iscrowd'))} is not "
+                                "0 or 1; taken as 0")
             boxes.append(box)
             cats.append(int(cid))
-            crowd.append(bool(ann.get("iscrowd", 0)))
+            crowd.append(bool(flag))
         images.append((int(img_id), file_name, width, height, np.array(boxes, np.float32).reshape(-1, 4),
                        np.array(cats, np.int64), np.array(crowd, bool)))
     orphans = sorted(set(coco.imgToAnns) - set(coco.imgs))

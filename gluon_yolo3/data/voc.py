@@ -26,7 +26,8 @@ import numpy as np
 
 from ..registry import DATASETS
 from ..schema import shown
-from .base import DatasetError, FileDetectionDataset, fit_to_image, sanitize_boxes, similar_hint, similar_names_warning
+from .base import (DatasetError, FileDetectionDataset, fit_to_image, parse_flag, sanitize_boxes, similar_hint,
+                   similar_names_warning)
 from .cache import cached_parse
 from .images import IMAGE_EXTENSIONS
 
@@ -82,9 +83,13 @@ def _parse_xml(path: Path, image_id: str, problems: List[str]) -> _Record:
         except ValueError as err:
             problems.append(f"{path.name}: object {k} ({name or '?'}) skipped: {err}")
             continue
+        flag = parse_flag(_text(obj, "difficult"))
+        if flag is None:
+            problems.append(f"{path.name}: object {k} ({name}): <difficult> {shown(_text(obj, 'difficult'))} is not 0 "
+                            "or 1; taken as 0")
         names.append(name)
         boxes.append(box)
-        difficult.append(1.0 if (_text(obj, "difficult") or "0") not in ("0", "0.0", "") else 0.0)
+        difficult.append(1.0 if flag else 0.0)
     return _Record(image_id, path.name, width, height, names,
                    np.array(boxes, np.float32).reshape(-1, 4), np.array(difficult, np.float32),
                    _text(root, "filename") or "")
@@ -127,7 +132,7 @@ def read_split(root: Path, split: str, problems: List[str]) -> List[str]:
     if not path.is_file():
         raise DatasetError(f"VOC split file not found: {path}")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: unreadable split file ({err})") from None
     ids = []

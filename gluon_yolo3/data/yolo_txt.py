@@ -117,7 +117,12 @@ def _names(content: dict, where: Path) -> List[str]:
         raise DatasetError(f"{where}: nc is {content['nc']} but 'names' has {len(names)} entries")
     if any(n is None or isinstance(n, (dict, list)) for n in names):
         raise DatasetError(f"{where}: 'names' must be class names, got {shown(names)}")
-    return [str(n) for n in names]
+    names = [str(n) for n in names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"{where}: 'names' lists {', '.join(map(repr, twice))} more than once: the labels' class "
+                           "ids would map to one class")
+    return names
 
 
 def _split_images(entry, base: Path, where: Path, split: str) -> List[Path]:
@@ -131,7 +136,7 @@ def _split_images(entry, base: Path, where: Path, split: str) -> List[Path]:
         if path.is_dir():
             images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file() and path.suffix == ".txt":
-            for line in path.read_text().splitlines():
+            for line in path.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line:
                     p = Path(line)
@@ -146,7 +151,7 @@ def _parse_label_file(path: Path, where: str, problems: List[str]) -> np.ndarray
     """Rows `(N, 5)`: class id, cx, cy, w, h (normalised) of one label file; bad lines reported."""
     rows = []
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")     # a BOM (Windows editors) is not part of the first line
     except (OSError, UnicodeDecodeError) as err:
         problems.append(f"{where}: unreadable label file ({err}); no boxes used")
         return np.zeros((0, 5), np.float32)

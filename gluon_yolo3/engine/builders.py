@@ -18,7 +18,7 @@ import numpy as np
 
 from ..amx import require_bf16
 from ..data.build import build_datasets
-from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
+from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like, split_overlap
 from ..data.pipeline import build_assigner, build_train_batches
 from ..files import atomic_write_text
 from ..losses.composer import YOLOLoss
@@ -123,6 +123,9 @@ def build_run_data(recipe: Dict[str, Any], run_dir: Path, resuming: bool, log: C
         recipe["data"] = dict(with_run_splits(recipe, run_dir)["data"])
     sets = build_datasets(recipe)
     log_problems(sets, log)
+    overlap = split_overlap(sets["train"], sets["val"])
+    if overlap:
+        log(f"warning: {overlap}")
     check_boxes(sets["train"], int(recipe["data"]["max_boxes"]), log)
     return sets
 

@@ -361,3 +361,95 @@ def test_eval_deployed_on_a_split_without_boxes_says_no_delta():
     from gluon_yolo3.evaluation.tables import format_comparison
     line = format_comparison({"map": float("nan"), "metric": "voc07"}, {"map": float("nan"), "model": "int8"})
     assert line == "mAP (voc07): fp32 n/a   int8 n/a   delta n/a (no ground-truth boxes to score)"
+
+
+# ---- values spelled several ways: all accepted, or refused clearly --------------------------------------
+
+def test_flags_spelled_as_words_are_read_and_others_named(tmp_path, write_coco):
+    """Before: `<difficult>false</difficult>` was read as difficult, a COCO `"iscrowd": "0"` as a crowd."""
+    root = tmp_path / "voc"
+    photo(root / "JPEGImages" / "a.jpg")
+    voc_xml(root, "a", [])
+    objects = "".join(f"<object><name>cat</name><difficult>{d}</difficult><bndbox><xmin>5</xmin><ymin>5</ymin>"
+                      f"<xmax>30</xmax><ymax>30</ymax></bndbox></object>"
+                      for d in ("false", "True", "1.0", "no", "maybe"))
+    xml = root / "Annotations/a.xml"
+    xml.write_text(xml.read_text().replace("</annotation>", objects + "</annotation>"))
+    data = VOCDetection(root, ids=["a"])
+    assert data.label(0)[:, 5].tolist() == [0, 1, 1, 0, 0]
+    assert data.problems == ["a.xml: object 4 (cat): <difficult> 'maybe' is not 0 or 1; taken as 0"]
+    path, ds = write_coco(tmp_path / "coco", num_images=2, size=64)
+    content = json.loads(path.read_text())
+    for ann in content["annotations"]:
+        ann["iscrowd"] = "0"
+    path.write_text(json.dumps(content))
+    coco = COCODetection(path)
+    np.testing.assert_array_equal(coco.label(0), ds[0][1])
+
+
+def test_class_names_listed_twice_are_refused(tmp_path, write_yolo, demo_recipe):
+    """Before: `names: [cat, cat]` mapped the boxes of class id 0 to id 1 in silence."""
+    folder, _ = write_yolo(tmp_path / "yolo", num_images=2, size=64)
+    content = yaml.safe_load((folder / "data.yaml").read_text())
+    (folder / "data.yaml").write_text(yaml.safe_dump({**content, "names": ["circle", "circle", "triangle"]}))
+    with pytest.raises(DatasetError, match=r"data.yaml: 'names' lists 'circle' more than once"):
+        YOLOTxtDetection(folder)
+    with pytest.raises(ValueError, match=r"data.classes must be a list of distinct class names .*got \['a', 'b', 'a'\]"):
+        api.load(demo_recipe, ["data.classes=[a, b, a]"])
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path, write_yolo):
+    """Before: a split file or label file saved by a Windows editor lost its first line (`\\ufeffa` is no id)."""
+    root = tmp_path / "voc"
+    for name in ("a", "b"):
+        photo(root / "JPEGImages" / f"{name}.jpg")
+        voc_xml(root, name, [("cat", 5, 5, 30, 30)])
+    (root / "ImageSets/Main").mkdir(parents=True)
+    (root / "ImageSets/Main/train.txt").write_bytes("a\r\nb\r\n".encode("utf-8-sig"))
+    assert ids(VOCDetection(root, "train")) == ["a", "b"]
+    folder, sets = write_yolo(tmp_path / "yolo", num_images=2, size=64)
+    label = folder / "labels/train" / f"{sets['train'].image_id(0)}.txt"
+    label.write_bytes(label.read_text().encode("utf-8-sig"))
+    data = YOLOTxtDetection(folder)
+    assert data.problems == [] and len(data.label(0)) == len(sets["train"][0][1])
+
+
+def test_images_in_both_splits_are_said_in_train_and_data_check(tmp_path, demo_recipe, invoke, sets):
+    from gluon_yolo3.engine.builders import build_run_data
+    root = tmp_path / "voc"
+    for k in range(4):
+        photo(root / "JPEGImages" / f"i{k}.jpg")
+        voc_xml(root, f"i{k}", [("cat", 5, 5, 30, 30)])
+    (root / "ImageSets/Main").mkdir(parents=True)
+    (root / "ImageSets/Main/trainval.txt").write_text("i0\ni1\ni2\n")
+    (root / "ImageSets/Main/test.txt").write_text("i2\ni3\n")
+    logged = []
+    build_run_data(api.load(demo_recipe, [f"data.root={root}"]), tmp_path / "run", False, logged.append)
+    expected = ("warning: 1 of the 2 validation image(s) are in data.train too (i2.jpg): the validation figure counts "
+                "photos the network trained on")
+    assert expected in logged
+    result = invoke("data", "check", demo_recipe, "--out", tmp_path / "check", "--no-progress",
+                    *sets(TINY + [f"data.root={root}"]))
+    assert result.exit_code == 0 and expected in result.output
+
+
+@pytest.mark.slow
+def test_one_bad_file_in_each_split_never_ends_a_run(tmp_path, demo_recipe, invoke, sets):
+    """Before: a zero-byte photo stopped `train` in its first epoch; an HTML page in the validation split ended the
+    run at the first validation, after a whole epoch, with no checkpoint."""
+    root = tmp_path / "voc"
+    for k in range(6):
+        photo(root / "JPEGImages" / f"i{k}.jpg", seed=k)
+        voc_xml(root, f"i{k}", [("cat", 5, 5, 30, 30)])
+    (root / "ImageSets/Main").mkdir(parents=True)
+    (root / "ImageSets/Main/trainval.txt").write_text("i0\ni1\ni2\ni3\n")
+    (root / "ImageSets/Main/test.txt").write_text("i4\ni5\n")
+    (root / "JPEGImages/i1.jpg").write_bytes(b"")
+    (root / "JPEGImages/i5.jpg").write_text("<html>moved</html>")
+    result = invoke("train", demo_recipe, "--workdir", tmp_path / "run", "--no-progress",
+                    *sets(TINY + [f"data.root={root}", "train.val_every=1"]))
+    assert result.exit_code == 0, result.output
+    assert f"data.train: skipped: {root / 'JPEGImages/i1.jpg'}: unreadable image: empty file (0 bytes); image " \
+           "skipped" in result.output
+    assert f"data.val: skipped: {root / 'JPEGImages/i5.jpg'}: unreadable image: not an image" in result.output
+    assert (tmp_path / "run/checkpoints/epoch_0001.params").is_file()
