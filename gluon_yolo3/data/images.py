@@ -25,6 +25,7 @@ Other formats are not judged for truncation.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import threading
 import warnings
@@ -55,10 +56,12 @@ def image_header(path) -> Tuple[Optional[Tuple[int, int]], str]:
     decoding; the size is None for a format PIL does not read but OpenCV does. ImageFileError, whose message is
     a short phrase, for a file that is missing, empty, not an image OpenCV decodes, or over MAX_IMAGE_PIXELS."""
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as err:
         raise ImageFileError(f"cannot open it ({err.strerror})") from None
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageFileError("not a file (a folder or a device)")
+    if st.st_size == 0:
         raise ImageFileError("empty file (0 bytes)")
     try:
         hw, kind = _pil_header(path)

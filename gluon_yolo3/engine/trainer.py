@@ -202,7 +202,7 @@ class Trainer:
                                            kvstore=self.kv or self.kvstore, update_on_kvstore=False)
         if self.amp == "float16":
             amp.init_trainer(self.gluon_trainer)
-        if self.distributed:
+        if self.distributed and not self.dry_run:
             with self._guard("sharing rank 0's initial weights"):
                 dist.broadcast_initial_weights(self.gluon_trainer)
                 # the loss terms of all workers, summed: every worker takes the same non-finite decision

@@ -200,6 +200,9 @@ def test_undecodable_images_are_found_when_built_named_and_skipped(tmp_path):
                              "(convert it to JPEG or PNG); image skipped",
                              f"{jpeg / 'html.jpg'}: unreadable image: not an image (it starts with "
                              "b'<!DOCTYPE html><'); image skipped"]
+    from gluon_yolo3.data.images import ImageFileError, read_image
+    with pytest.raises(ImageFileError, match="jpeg_folder.jpg': not a file"):          # predict's reader too
+        read_image(Path(jpeg / "jpeg_folder.jpg").mkdir() or jpeg / "jpeg_folder.jpg")
 
 
 @pytest.mark.parametrize("size", [(20000, 20000), (13000, 12000)])
