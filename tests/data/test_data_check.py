@@ -77,7 +77,7 @@ def broken_yolo(write_yolo):
 def test_data_check_lists_every_bad_annotation_with_its_file(tmp_path, invoke, repo, broken_yolo):
     folder, ids = broken_yolo(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"_base_: {repo / 'recipes/demo_tiny.yaml'}\nname: broken\n"
+    recipe.write_text(f"_base_: {repo / 'recipes/demo_tiny.yaml'}\nname: broken\ntrain: {{batch_size: 2}}\n"
                       f"data:\n  train: {{type: yolo, root: {folder}, split: train}}\n"
                       f"  val: {{type: yolo, root: {folder}, split: val}}\n")
     out = tmp_path / "check"
@@ -91,7 +91,7 @@ def test_data_check_lists_every_bad_annotation_with_its_file(tmp_path, invoke, r
     report = json.loads((out / "data_check.json").read_text())["train"]
     assert report["unreadable"] == [] and len(report["problems"]) == 5
     assert report["empty_images"] == 1 and report["empty_ids"] == [ids[1]]
-    assert list(json.loads((out / "data_check.json").read_text())) == ["train"]
+    assert list(json.loads((out / "data_check.json").read_text())) == ["train", "train_build"]
     assert (out / "box_stats.png").is_file()
     strict = invoke("data", "check", recipe, "--out", out, "--split", "train", "--strict", "--no-progress")
     assert strict.exit_code == 1

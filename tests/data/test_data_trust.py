@@ -210,7 +210,7 @@ def test_data_check_prints_the_truncated_jpeg(bccd_root, tmp_path, invoke, repo)
     (root / "ImageSets/Main/val.txt").write_text("\n".join(BCCD_IDS[2:]) + "\n")
     cut(root / "JPEGImages" / f"{BCCD_IDS[3]}.jpg")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"_base_: {repo / 'recipes/bccd_tiny.yaml'}\nname: cut\n"
+    recipe.write_text(f"_base_: {repo / 'recipes/bccd_tiny.yaml'}\nname: cut\ntrain: {{batch_size: 2}}\n"
                       f"data:\n  train: {{type: voc, root: {root}, splits: [train]}}\n"
                       f"  val: {{type: voc, root: {root}, splits: [val]}}\n")
     out = tmp_path / "check"
@@ -354,7 +354,7 @@ def voc_recipe(repo):
     """voc_recipe(tmp_path, root, train, val) -> a BCCD-based recipe reading the VOC root's splits."""
     def voc_recipe(tmp_path, root, train="train", val="val"):
         recipe = tmp_path / f"{train}-{val}.yaml"
-        recipe.write_text(f"_base_: {repo / 'recipes/bccd_tiny.yaml'}\nname: splits\n"
+        recipe.write_text(f"_base_: {repo / 'recipes/bccd_tiny.yaml'}\nname: splits\ntrain: {{batch_size: 1}}\n"
                           f"data:\n  train: {{type: voc, root: {root}, splits: [{train}]}}\n"
                           f"  val: {{type: voc, root: {root}, splits: [{val}]}}\n")
         return recipe
@@ -377,4 +377,4 @@ def test_data_check_names_the_classes_only_one_split_has(tmp_path, invoke, two_s
         "only_in_train": [], "only_in_val": []}
     one = invoke("data", "check", voc_recipe(tmp_path, root), "--out", out, "--split", "val", "--no-progress")
     assert one.exit_code == 0 and "classes only in" not in one.output
-    assert list(json.loads((out / "data_check.json").read_text())) == ["val"]
+    assert list(json.loads((out / "data_check.json").read_text())) == ["val", "train_build"]
