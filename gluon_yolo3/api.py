@@ -18,7 +18,7 @@ from .data.build import build_datasets
 from .data.feed import InputSpec
 from .data.images import read_image
 from .devices import parse_devices
-from .engine.run_folder import make_run_folder
+from .engine.run_folder import make_run_folder, with_run_splits
 from .engine.trainer import Trainer
 from .evaluation.runner import evaluate as run_eval
 from .inference import predictor as _predictor
@@ -60,14 +60,19 @@ def evaluate(recipe: Mapping[str, Any], weights: str | Path, devices=None, metri
              split: str = "val", progress: bool = True, fuse: Optional[bool] = None,
              precision: Optional[str] = None):
     """(metric result dict, per-image detections) of the weights on the recipe's `split` dataset, with the
-    run's class list; `fuse` and `precision` as in load_detector (the result says its precision)."""
+    run's class list and, for a dataset folder, the split the weights' run recorded (`with_run_splits`); `fuse`
+    and `precision` as in load_detector. The result says its precision, and its dataset's `split_source`,
+    `warnings` and the count of skipped `problems`."""
     contexts = parse_devices(devices or recipe["train"]["devices"])
+    recipe = with_run_splits(recipe, weights)
     classes = class_names(recipe, weights)
     dataset = build_datasets(recipe, splits=(split,), classes=classes)[split]
     net = load_detector(recipe, weights, contexts, classes=classes, fuse=fuse, precision=precision)
     result, detections = run_eval(net, dataset, recipe, InputSpec.from_recipe(recipe, classes), contexts,
                                   metric=metric, progress=progress)
     result["precision"] = precision or "float32"
+    result.update(split_source=getattr(dataset, "split_source", None), warnings=list(dataset.warnings),
+                  problems=len(dataset.problems))
     return result, detections
 
 

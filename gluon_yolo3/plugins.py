@@ -33,9 +33,14 @@ def load_plugin(spec: str):
         if spec.endswith(".py") or path.exists():
             if not path.exists():
                 raise PluginError(f"plugin file '{spec}' not found (paths in a recipe are relative to the recipe)")
+            if not path.is_file():
+                raise PluginError(f"plugin '{spec}' is a folder, not a file: name a Python file (.py) or an "
+                                  "importable module")
             name = "gluon_yolo3_plugin_" + path.stem + "_" + hashlib.sha1(
                 str(path.resolve()).encode()).hexdigest()[:8]
             module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None:
+                raise PluginError(f"plugin '{spec}' is not a Python file (.py)")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
             module_spec.loader.exec_module(module)

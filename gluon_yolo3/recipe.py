@@ -25,13 +25,41 @@ from typing import Any, Dict, Iterable, List, Mapping
 import yaml
 
 from .registry import closest
-from .schema import DEFAULTS, RecipeError, check_value
+from .schema import DEFAULTS, RecipeError, check_value, shown
 
 REPLACE_KEY = "_replace_"
 BASE_KEY = "_base_"
 
+# Limits on what one YAML text may cost: a recipe is a few kB of a few levels. A 400-byte alias bomb
+# (`a: &a [1, 1]`, `b: &b [*a, *a]`, ... nine levels of nine) expands to 9^9 values when walked.
+MAX_YAML_BYTES = 1 << 20            # a file's size
+MAX_YAML_VALUES = 100_000           # values (scalars, lists, mappings) after alias expansion
+MAX_YAML_DEPTH = 50                 # nesting levels
+MAX_BASE_DEPTH = 32                 # files in one `_base_` chain
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 floats: `5e-4` and `1e-3` are numbers, not strings (PyYAML reads 1.1)."""
+    """Safe YAML with YAML 1.2 floats (`5e-4` and `1e-3` are numbers, not strings: PyYAML reads 1.1), that
+    refuses duplicate keys and documents that expand past MAX_YAML_VALUES or nest past MAX_YAML_DEPTH."""
+
+    def construct_document(self, node):
+        _check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                    continue            # `<<: *base` keys may be overridden; complex keys: left to PyYAML
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shown(key)} on lines {first[key]} and {line}: "
+                                    "a second one would replace the first; merge them into one", key_node.start_mark)
+                first[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -44,10 +72,60 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def _check_expansion(root: yaml.Node):
+    """yaml.YAMLError when the node graph, with every alias expanded, holds more than MAX_YAML_VALUES values or
+    nests deeper than MAX_YAML_DEPTH (or refers to itself). Counted on the graph (each node once), never expanded."""
+    size: Dict[int, int] = {}
+    depth: Dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else
+                    list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+            depth.pop(-id(node))
+            if size[id(node)] > MAX_YAML_VALUES:
+                raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_VALUES} values (an alias bomb?); "
+                                     "a recipe holds a few hundred")
+            if depth[id(node)] > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"it nests deeper than {MAX_YAML_DEPTH} levels")
+            continue
+        if -id(node) in depth:
+            raise yaml.YAMLError(f"an alias refers to the value that holds it (line {node.start_mark.line + 1})")
+        depth[-id(node)] = 0                     # on the path from the root: seen again below it is a loop
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+    """Safe YAML (`_Loader`); yaml.YAMLError for a duplicate key, an alias bomb or nesting past the limits."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:          # PyYAML composes nested values recursively
+        raise yaml.YAMLError(f"it nests deeper than {MAX_YAML_DEPTH} levels") from None
 
 
+def read_text_file(path: Path, what: str, limit: int = MAX_YAML_BYTES) -> str:
+    """The text of a YAML file, read without trusting it: at most `limit` bytes (a longer file, or /dev/zero, is
+    refused), UTF-8 without NUL bytes (a binary file is refused); RecipeError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise RecipeError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise RecipeError(f"{what} {path} is larger than {limit // 1024} kB; a {what} is a short YAML text")
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{what} {path} is not a text file (byte {err.start}: {err.reason}); a {what} is "
+                          "YAML text") from None
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, Any]:
@@ -56,7 +134,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Dict[str, An
     Returns the resolved recipe: a plain dict with `_file_` holding the absolute path of `path`.
     """
     path = Path(path).resolve()
-    raw = _load_with_bases(path, chain=())
+    raw = _load_with_bases(path, chain=(), loaded={})
     validate(raw, where=str(path))
     strip_replace_markers(raw)          # `_replace_` acts against bases, never against the defaults
     recipe = merge(copy.deepcopy(DEFAULTS), raw)
@@ -76,10 +154,7 @@ def resolved_yaml(recipe: Mapping[str, Any]) -> str:
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    text = read_text_file(path, "recipe")
     try:
         data = parse_yaml(text)
     except yaml.YAMLError as err:
@@ -91,25 +166,36 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _load_with_bases(path: Path, chain: tuple) -> Dict[str, Any]:
+def _load_with_bases(path: Path, chain: tuple, loaded: Dict[Path, Dict[str, Any]]) -> Dict[str, Any]:
+    """`path` merged over its bases; `loaded`: the files this load read already (a base named by many files, or
+    many times, is read once)."""
     if path in chain:
         raise RecipeError("recipe inheritance loops: " + " -> ".join(str(p) for p in chain + (path,)))
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise RecipeError(f"{path}: more than {MAX_BASE_DEPTH} files in one _base_ chain: "
+                          + " -> ".join(str(p) for p in chain[:3]) + " -> ...")
+    if path in loaded:
+        return loaded[path]
     data = _read_yaml(path)
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise RecipeError(f"{path}: _base_ must be a recipe file or a list of them (paths relative to this file), "
+                          f"got {shown(bases)}")
     merged: Dict[str, Any] = {}
     for base in bases:
         base_path = (path.parent / base).resolve()
-        if not base_path.exists():
-            raise RecipeError(f"{path}: _base_ file '{base}' not found (looked at {base_path})")
-        merged = merge(merged, _load_with_bases(base_path, chain + (path,)))
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: _base_ file '{shown(base)[1:-1]}' not found (looked at {base_path})")
+        merged = merge(merged, _load_with_bases(base_path, chain + (path,), loaded))
     _resolve_paths(data, path.parent)
-    return merge(merged, data)
+    loaded[path] = merge(merged, data)
+    return loaded[path]
 
 
 # paths a recipe file gives relative to itself (data roots stay relative to the working directory)
-FILE_RELATIVE = (("train", "init_from"), ("train", "init_cfg"))
+FILE_RELATIVE = (("train", "init_from"), ("train", "init_cfg"), ("data", "split_dir"))
 
 
 def _resolve_paths(data: Dict[str, Any], folder: Path):
@@ -155,15 +241,15 @@ def strip_replace_markers(node: Any):
 def apply_override(recipe: Dict[str, Any], item: str):
     """Apply one `a.b.c=value` override in place; the value is parsed as YAML (`0.01`, `[1, 2]`, `true`)."""
     if "=" not in item:
-        raise RecipeError(f"override '{item}' must look like key.path=value")
+        raise RecipeError(f"override {shown(item)} must look like key.path=value")
     key, text = item.split("=", 1)
     key = key.strip()
     try:
         value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError as err:
-        raise RecipeError(f"override '{item}': value is not valid YAML: {err}") from None
+        raise RecipeError(f"override {shown(item)}: value is not valid YAML: {err}") from None
     parts = key.split(".")
-    _check_path(parts, where=f"--set {key}")
+    _check_path(parts, where=f"--set {shown(key)[1:-1]}")
     node = recipe
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -185,7 +271,7 @@ def apply_override(recipe: Dict[str, Any], item: str):
 
 def _list_index(node: List, part: str, parts: List[str]) -> int:
     if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-        raise RecipeError(f"--set {'.'.join(parts)}: '{part}' is not an index of a list of {len(node)}")
+        raise RecipeError(f"--set {shown('.'.join(parts))[1:-1]}: {shown(part)} is not an index of a list of {len(node)}")
     return int(part)
 
 
@@ -216,11 +302,11 @@ def validate(recipe: Mapping[str, Any], where: str = "recipe", schema: Mapping[s
         expected = schema[key]
         if isinstance(expected, dict) and "type" not in expected:
             if not isinstance(value, dict):
-                raise RecipeError(f"{where}: '{path}' must be a mapping, got {value!r}")
+                raise RecipeError(f"{where}: '{path}' must be a mapping, got {shown(value)}")
             validate(value, where, expected, prefix=f"{path}.")
         elif isinstance(expected, dict) and "type" in expected:
             if not isinstance(value, (dict, str)):
-                raise RecipeError(f"{where}: '{path}' must be a component config with a 'type', got {value!r}")
+                raise RecipeError(f"{where}: '{path}' must be a component config with a 'type', got {shown(value)}")
         else:
             check_value(path, value, expected, where)
 
@@ -229,7 +315,7 @@ def _unknown(path: str, key: str, schema: Mapping[str, Any], where: str):
     hint = closest(key, [k for k in schema if k != REPLACE_KEY])
     parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
     raise RecipeError(
-        f"{where}: unknown key '{path}'"
+        f"{where}: unknown key {shown(path)}"
         + (f" (did you mean '{parent}{hint}'?)" if hint else "")
         + f"; valid keys here: {', '.join(k for k in schema)}")
 

@@ -19,7 +19,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .schema import shown
+
+LOG = logging.getLogger(__name__)
 
 
 class RegistryError(KeyError):
@@ -31,6 +36,8 @@ class RegistryError(KeyError):
 
 def closest(name: str, choices) -> str | None:
     """The closest string to `name` among `choices`, or None when nothing is similar."""
+    if len(str(name)) > 100:          # no name is that long; difflib would take its time
+        return None
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
     return match[0] if match else None
 
@@ -66,10 +73,14 @@ class Registry:
             if not str(getattr(obj, "__module__", "")).startswith("gluon_yolo3."):
                 self.import_builtins()      # a plugin's name must not shadow a built-in unnoticed
             key = name or obj.__name__
-            if key in self._entries and not override and self._entries[key] is not obj:
-                raise RegistryError(
-                    f"{self.name}: '{key}' is already registered by "
-                    f"{_where(self._entries[key])}; pass override=True to replace it")
+            old = self._entries.get(key)
+            if old is not None and old is not obj:
+                if not override:
+                    raise RegistryError(f"{self.name}: '{key}' is already registered by {_where(old)}; pass "
+                                        "override=True to replace it")
+                if _where(old) != _where(obj):        # the same class defined again (a re-import) says nothing
+                    LOG.warning(f"warning: {self.name}: '{key}' of {_where(old)} is replaced by {_where(obj)} "
+                                "(override=True)")
             self._entries[key] = obj
             return obj
 
@@ -78,10 +89,12 @@ class Registry:
     def get(self, name: str, *, where: str = "") -> Callable:
         """The entry registered as `name`; `where` (the config's recipe key) prefixes the error."""
         self.import_builtins()
+        if not isinstance(name, str):
+            raise RegistryError(f"{_at(where)}{self.name}: a type is a name, got {shown(name)}")
         if name not in self._entries:
             hint = closest(name, self._entries)
             raise RegistryError(
-                f"{_at(where)}{self.name}: unknown type '{name}'"
+                f"{_at(where)}{self.name}: unknown type {shown(name)}"
                 + (f" (did you mean '{hint}'?)" if hint else "")
                 + f"; available: {', '.join(sorted(self._entries)) or '(none)'}")
         return self._entries[name]
@@ -96,10 +109,11 @@ class Registry:
         if isinstance(cfg, str):
             cfg = {"type": cfg}
         if not isinstance(cfg, Mapping) or "type" not in cfg:
-            raise RegistryError(f"{_at(where)}{self.name}: a component config needs a 'type' key, got {cfg!r}")
+            raise RegistryError(f"{_at(where)}{self.name}: a component config needs a 'type' key, got "
+                                f"{shown(cfg)}")
         kwargs = {k: v for k, v in cfg.items() if k != "type" and k not in own_keys}
         obj = self.get(cfg["type"], where=where)
-        label = f"{_at(where)}{self.name}: '{cfg['type']}'"
+        label = f"{_at(where)}{self.name}: {shown(cfg['type'])}"
         clash = sorted(set(kwargs) & set(extra))
         if clash:
             raise RegistryError(
@@ -148,7 +162,7 @@ def _check_kwargs(label: str, obj: Callable, kwargs: Mapping[str, Any], own_keys
         if key not in valid and key not in internal:
             hint = closest(key, valid)
             raise RegistryError(
-                f"{label} takes no argument '{key}'"
+                f"{label} takes no argument {shown(key)}"
                 + (f" (did you mean '{hint}'?)" if hint else "")
                 + f"; it accepts: {', '.join(valid) or '(nothing)'}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from typing import Any, Callable, Dict, Mapping, NamedTuple
 
 
@@ -50,6 +51,8 @@ DEFAULTS: Dict[str, Any] = {
         "root": None,                # a dataset folder (Pascal VOC or YOLO txt): train on trainval (else train),
                                      # validate on test (else val), else a seeded 80/20 split; replaces
                                      # data.train and data.val
+        "split_dir": None,           # a folder of train.txt and val.txt fixing data.root's split (a run's splits/:
+                                     # train writes it when the folder has no split files); relative to the recipe
         "train": {"type": "synthetic", "split": "train"},
         "val": {"type": "synthetic", "split": "val"},
         "classes": None,             # class names; default: the training dataset's
@@ -198,8 +201,8 @@ RULES: Dict[str, Rule] = {
                             "a number in [1, 2], or a list of them (one per scale, finest first)"),
     "loss.ignore_iou": _number("[0, 1]"),
     "loss.terms": _list_of(_is_component, COMPONENTS + ", at least one", empty=False),
-    "data.classes": _list_of(_is_text, "a list of class names (strings: quote a name YAML reads as a number)",
-                             empty=False),
+    "data.classes": Rule(lambda v: _list_of(_is_text, "", empty=False).accepts(v) and len(set(v)) == len(v),
+                         "a list of distinct class names (strings: quote a name YAML reads as a number)"),
     "data.transforms": _list_of(_is_component, COMPONENTS),
     "data.resize": _one_of("letterbox", "resize"),
     "data.mean": _list_of(_is_number, "a list of 3 numbers (R, G, B)", length=3),
@@ -223,6 +226,7 @@ RULES: Dict[str, Rule] = {
     "train.init_cfg": Rule(_is_text, "a path to a Darknet .cfg file"),
     "train.freeze": Rule(_is_freeze, "a mapping like {modules: [backbone], epochs: 3, norm: true}"),
     "data.root": Rule(_is_text, "a path to a dataset folder (Pascal VOC or YOLO txt)"),
+    "data.split_dir": Rule(_is_text, "a path to a folder of split files (train.txt, val.txt)"),
     "train.keep_checkpoints": _integer(1),
     "train.log_every": _integer(1),
     "train.dist_timeout": _number("[0, inf)"),
@@ -247,18 +251,22 @@ def check_value(path: str, value: Any, default: Any, where: str = "recipe"):
         return
     rule = RULES.get(path) or next((r for kind, r in TYPE_RULES if isinstance(default, kind)), None)
     if rule is not None and not rule.accepts(value):
-        raise RecipeError(f"{where}: {path} must be {rule.expected}, got {_shown(value)}")
+        raise RecipeError(f"{where}: {path} must be {rule.expected}, got {shown(value)}")
 
 
-def _shown(value: Any) -> str:
-    """A value as the recipe's YAML spells it: null, true, 'abc', [1, 2]."""
+# a value shown in a message: long strings, lists, dicts and deep nesting cut, never walked whole
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, 80, 80, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+SHOWN_LENGTH = 160
+
+
+def shown(value: Any, limit: int = SHOWN_LENGTH) -> str:
+    """A value as the recipe's YAML spells it (null, true, 'abc', [1, 2]), cut to a readable length: a value
+    from a hostile file may hold millions of characters (`reprlib` stops reading it at its limits)."""
     if value is None:
         return "null"
-    return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
-def _shown(value: Any) -> str:
-    """A value as the recipe's YAML spells it: null, true, 'abc', [1, 2]."""
-    if value is None:
-        return "null"
-    return str(value).lower() if isinstance(value, bool) else repr(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

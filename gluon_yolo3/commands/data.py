@@ -11,8 +11,9 @@ from ..data.build import build_datasets
 from ..data.check import (check_dataset, class_mismatch, format_check, format_class_mismatch, jsonable_report,
                           recipe_anchors, write_box_histograms)
 from ..engine.preview import draw_training_targets
+from ..engine.trainer import Trainer
 from ..files import atomic_write_text, cannot_write
-from .common import ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
+from .common import KNOWN_ERRORS, ProgressOption, RecipeArg, SetOption, cli_errors, load_recipe
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's datasets: data check, data show.")
 
@@ -28,8 +29,10 @@ def check(recipe: RecipeArg, set_: SetOption = None,
                                                  "(--no-images checks annotations only)."),
           strict: bool = typer.Option(False, help="Exit with code 1 when any problem is found."),
           progress: ProgressOption = True):
-    """Count images, boxes per class and empty images; list every bad annotation with its file (truncated
-    images too); say which classes only one split has; plot box sizes."""
+    """Count images, boxes per class and empty images; list every bad annotation and skipped image with its file;
+    say which classes only one split has; plot box sizes. Then build what `train` builds (network, loss,
+    transforms, batches, optimizer, hooks: all but loading train.init_from): what training would refuse is
+    refused here too (exit 2), and what it would say about the data (data.max_boxes, anchors) is said."""
     splits = tuple(split or ("train", "val"))
     cfg = load_recipe(recipe, set_)
     bad = [s for s in splits if s not in ("train", "val")]
@@ -40,7 +43,7 @@ def check(recipe: RecipeArg, set_: SetOption = None,
         dataset = build_datasets(cfg, splits=(name,))[name]
         found[name] = getattr(dataset, "found_classes", sorted(dataset.classes))
         reports[name] = check_dataset(dataset, read_images=images, progress=progress)
-        typer.echo(format_check(f"data.{name} ({cfg['data'][name]['type']})", reports[name]))
+        typer.echo(format_check(f"data.{name} ({type(dataset).__name__})", reports[name]))
     summary = {k: jsonable_report(v) for k, v in reports.items()}
     if len(found) > 1:
         summary["class_mismatch"] = class_mismatch(found)
@@ -49,14 +52,31 @@ def check(recipe: RecipeArg, set_: SetOption = None,
             typer.echo(line)
     folder = out or Path("runs") / cfg["name"] / "data_check"
     try:
+        notes, failure = training_build(cfg, folder), None
+    except KNOWN_ERRORS as err:         # reported after the data's files are written
+        notes, failure = [], err
+    summary["train_build"] = {"notes": notes, "error": None if failure is None else str(failure)}
+    try:
         png = write_box_histograms(reports, folder / "box_stats.png")
     except OSError as err:
         raise cannot_write(folder / "box_stats.png", err) from None
     report_json = folder / "data_check.json"
     atomic_write_text(report_json, json.dumps(summary, indent=1))
     typer.echo(f"wrote {png} and {report_json}")
+    if failure is not None:
+        raise failure
+    typer.echo("train builds: the network, loss, transforms, batches, optimizer and hooks"
+               + "".join(f"\n  {line}" for line in notes))
     if strict and any(r["problems"] for r in reports.values()):
         raise typer.Exit(code=1)
+
+
+def training_build(cfg, folder: Path) -> List[str]:
+    """What `train` logs while it builds the run's pieces (`Trainer.check`: nothing is written), but the datasets'
+    problems and warnings (data check lists them above); an error where training would stop."""
+    lines: List[str] = []
+    Trainer(cfg, folder, progress=False, log=lines.append).check()
+    return [line for line in lines if not line.startswith(("data.train: ", "data.val: "))]
 
 
 @data_app.command("show")

@@ -9,6 +9,7 @@ from ..deploy.export import export_mxnet, export_onnx
 from ..deploy.onnx_int8 import quantize_onnx
 from ..deploy.quantize import quantize_detector
 from ..deploy.zoo import pack as pack_zoo
+from ..engine.run_folder import with_run_splits
 from .common import PrecisionOption, RecipeArg, SetOption, WeightsOption, cli_errors, echo_json, load_recipe
 
 
@@ -56,7 +57,7 @@ def quantize(recipe: RecipeArg, weights: WeightsOption,
     compares mAPs."""
     if runtime not in ("mxnet", "onnxruntime"):
         raise ValueError(f"--runtime must be mxnet or onnxruntime, got {runtime!r}")
-    cfg = load_recipe(recipe, set_)
+    cfg = with_run_splits(load_recipe(recipe, set_), weights)   # calibrate on the run's own training split
     if runtime == "mxnet":
         summary = quantize_detector(cfg, weights, out, calib=calib, calib_mode=calib_mode,
                                     quantize_head=quantize_head)

@@ -10,6 +10,7 @@ import typer
 from .. import api
 from ..evaluation.reports import default_report_folder, jsonable, write_report
 from ..evaluation.runner import evaluate_deployed
+from ..engine.run_folder import with_run_splits
 from ..evaluation.tables import format_comparison, format_table
 from ..files import atomic_write_text, cannot_write
 from ..inference.weights import evaluation_weights
@@ -39,11 +40,12 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
     --precision bfloat16, also the float32 mAP and the difference. A run folder given as --weights is scored with
     its last checkpoint where its best.params was picked on the data being scored (the line `weights:` says which
     checkpoint was taken and why)."""
-    cfg = load_recipe(recipe, set_)
+    cfg = with_run_splits(load_recipe(recipe, set_), weights)    # a dataset folder: the split the run recorded
     chosen, why = evaluation_weights(weights, cfg, split)
     typer.echo(why)
     result, detections = api.evaluate(cfg, chosen, devices=devices, metric=metric, split=split,
                                       progress=progress, fuse=fuse, precision=precision)
+    echo_data_notes(split, result)
     typer.echo(format_table(result))
     if inference_dtype(precision) is not None:      # bfloat16: the float32 figure beside it
         reference, _ = api.evaluate(cfg, chosen, devices=devices, metric=metric, split=split, progress=progress,
@@ -67,3 +69,14 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
         other, _ = evaluate_deployed(cfg, deployed, devices=devices, metric=metric, split=split, progress=progress)
         typer.echo(format_table(other))
         typer.echo(format_comparison(result, other))
+
+
+def echo_data_notes(split: str, result):
+    """Where the evaluated split comes from, how many annotations it skipped, and its warnings (on stderr)."""
+    if result.get("split_source"):
+        typer.echo(f"data.{split}: {result['split_source']}")
+    if result.get("problems"):
+        typer.echo(f"data.{split}: {result['problems']} annotation problem(s), boxes or images skipped "
+                   "(gluon-yolo3 data check lists them)")
+    for warning in result.get("warnings") or []:
+        typer.secho(f"warning: data.{split}: {warning}", fg=typer.colors.YELLOW, err=True)

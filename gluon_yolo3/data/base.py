@@ -7,12 +7,12 @@ Every reader returns `dataset[i] -> (image (H, W, 3) uint8 RGB, label (N, 6) flo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .cache import cached_parse
-from .images import image_file_problem, read_image, truncated_problem
+from .images import inspect_image, read_image, skipped_problem
 
 LABEL_COLUMNS = 6
 
@@ -82,6 +82,7 @@ class DetectionDataset:
 
     def __init__(self):
         self.problems: List[str] = []
+        self.warnings: List[str] = []       # what is used but looks wrong (near-duplicate class names, ...)
 
     @property
     def num_classes(self) -> int:
@@ -123,9 +124,9 @@ class DetectionDataset:
 class FileDetectionDataset(DetectionDataset):
     """A dataset of image files whose annotations are parsed up front.
 
-    Subclasses fill `_labels` (one `(N, 6)` float32 label per image) and `_sizes` (`(height, width)` as
-    annotated) and implement `image_path(i)` and `image_id(i)`. Before that, `complete_images` tells which
-    image files are whole (truncated ones are reported and skipped).
+    Subclasses fill `_labels` (one `(N, 6)` float32 label per image) and `_sizes` (`(height, width)` of the
+    image) and implement `image_path(i)` and `image_id(i)`. Before that, `check_image_files` tells which image
+    files can be used, and their sizes (unreadable, too large and truncated ones are reported and skipped).
     """
 
     def __init__(self):
@@ -140,41 +141,116 @@ class FileDetectionDataset(DetectionDataset):
         raise NotImplementedError
 
     def image_size(self, i: int) -> Tuple[int, int]:
-        """`(height, width)` of image `i` as annotated."""
+        """`(height, width)` of image `i` (its header's, when its files were checked; else as annotated)."""
         return self._sizes[self._index(i)]
 
     def label(self, i: int) -> np.ndarray:
         """Label `(N, 6)` float32 of image `i` without reading the image (a copy)."""
         return self._labels[self._index(i)].copy()
 
-    def complete_images(self, paths: Sequence[Path], names: Sequence[str], cache=True) -> List[bool]:
-        """Which of the image files `paths` are whole (`images.image_file_problem`), through the annotation
-        cache (kind "images", keyed on the files' stat); each truncated one is reported in `problems` under
-        its name in `names`."""
+    def check_image_files(self, paths: Sequence[Path], names: Sequence[str], cache=True
+                          ) -> List[Optional[Tuple[int, int]]]:
+        """`(height, width)` from the header of each image file of `paths`, or None for one to skip: missing,
+        unreadable, too large or truncated (`images.inspect_image`), reported in `problems` under its name in
+        `names`. Through the annotation cache (kind "images", keyed on the files' stat). A size is `(0, 0)` when
+        the header does not say it (a format only OpenCV reads)."""
         paths = [Path(p) for p in paths]
 
-        def check() -> List[Optional[str]]:
-            return [image_file_problem(p) for p in paths]
+        def check() -> List[list]:
+            return [[what, *(hw or (0, 0))] for what, hw in map(inspect_image, paths)]
 
         found, _ = cached_parse("images", paths, check, cache=cache)
-        if not isinstance(found, list) or len(found) != len(paths):   # a tampered entry: check again
+        if not (isinstance(found, list) and len(found) == len(paths)
+                and all(isinstance(f, list) and len(f) == 3 for f in found)):       # a tampered entry: check again
             found = check()
-        for name, what in zip(names, found):
+        out = []
+        for name, (what, h, w) in zip(names, found):
             if what:
-                self.problems.append(truncated_problem(name, what))
-        return [not what for what in found]
+                self.problems.append(skipped_problem(name, what))
+            out.append(None if what else (int(h), int(w)))
+        return out
 
     def read_image(self, i: int) -> np.ndarray:
         """Image `i` as `(H, W, 3)` uint8 RGB; DatasetError naming the file when it cannot be read."""
-        path = self.image_path(i)
         try:
-            return read_image(path)
-        except FileNotFoundError:
-            raise DatasetError(f"cannot read image {path}") from None
+            return read_image(self.image_path(i))
+        except FileNotFoundError as err:
+            raise DatasetError(str(err)) from None
 
     def __getitem__(self, i: int):
         i = self._index(i)
         return self.read_image(i), self._labels[i].copy()
+
+
+def fit_to_image(label: np.ndarray, annotated: Tuple[int, int], image: Optional[Tuple[int, int]], where: str,
+                 problems: List[str]) -> Optional[np.ndarray]:
+    """Boxes `(N, >=4)` of an annotation that gives the image's size as `annotated` (height, width), in the pixels
+    of the image as it is (`image`, from its header; None or (0, 0): unknown, nothing changes).
+
+    The image wins: the boxes are scaled from the annotated size to the image's (they were drawn on the picture
+    as the annotation gives it, e.g. before the photo was resized; Ultralytics' VOC conversion reads them so),
+    and this is reported. Sizes that are swapped (a rotation, such as an EXIF orientation, the boxes do not
+    follow) cannot be fitted: None, the image is skipped."""
+    if not image or not all(image) or tuple(image) == tuple(annotated):
+        return label
+    (ah, aw), (h, w) = annotated, image
+    if (ah, aw) == (w, h):
+        problems.append(f"{where}: annotated as {aw}x{ah} but the image is {w}x{h} (rotated, e.g. by its EXIF "
+                        "orientation: the boxes would not fit it); image skipped")
+        return None
+    problems.append(f"{where}: annotated as {aw}x{ah} but the image is {w}x{h}: boxes scaled to the image")
+    label = label.copy()
+    label[:, [0, 2]] *= w / aw
+    label[:, [1, 3]] *= h / ah
+    return label
+
+
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "y": True, "on": True,
+              "0": False, "false": False, "no": False, "n": False, "off": False, "": False}
+
+
+def parse_flag(value) -> Optional[bool]:
+    """A 0/1 flag (`difficult`, `iscrowd`) as annotation files spell it: 0 / 1, 0.0 / 1.0, true / false, yes / no
+    (any case), missing = false; None for anything else (the caller reports it)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value) if value in (0, 1) else None
+    text = "" if value is None else str(value).strip().lower()
+    try:
+        number = float(text)
+        return bool(number) if number in (0, 1) else None
+    except ValueError:
+        return FLAG_WORDS.get(text)
+
+
+def _name_key(name: str) -> str:
+    """A class name without case and whitespace: names with one key are near-duplicates."""
+    return "".join(str(name).split()).casefold()
+
+
+def similar_names_warning(files: Mapping[str, Sequence[str]]) -> List[str]:
+    """One warning per group of class names that differ only in case or spaces (`Raccoon`, `raccoon `), each
+    with the files that use it; `files`: class name -> the annotation files naming it."""
+    groups: Dict[str, List[str]] = {}
+    for name in sorted(files):
+        groups.setdefault(_name_key(name), []).append(name)
+    out = []
+    for names in (g for g in groups.values() if len(g) > 1):
+        used = []
+        for n in names:
+            where = sorted(set(files[n]))
+            used.append(f"{n!r} ({', '.join(where[:3])}{f' and {len(where) - 3} more' if len(where) > 3 else ''})")
+        out.append(f"class names {' and '.join(used)} differ only in case or spaces: they are {len(names)} separate "
+                   "classes; fix the annotations, or list the classes you mean in data.classes")
+    return out
+
+
+def similar_hint(name: str, known: Iterable[str]) -> str:
+    """` (differs from 'x' only in case or spaces)` when a name of `known` is a near-duplicate of `name`, else ""."""
+    key = _name_key(name)
+    match = next((k for k in known if k != name and _name_key(k) == key), None)
+    return "" if match is None else f" (differs from {match!r} only in case or spaces)"
 
 
 def check_label(label: np.ndarray, where: str = "label") -> np.ndarray:

@@ -6,13 +6,15 @@
 The run's class list is `data.classes`, else the training set's own (sorted VOC names, a YOLO data.yaml's
 `names`, COCO's categories); every split is built with it, so a validation split that holds another set
 of classes cannot shift the class ids. A box of a class outside the list is reported in the dataset's
-`problems` (with its file) and skipped. `data.root` (a dataset folder, `folder.py`) stands for both splits.
+`problems` (with its file) and skipped. `data.root` (a dataset folder, `folder.py`) stands for both splits, and
+`data.split_dir` (a run's recorded `splits/`) fixes which of its images each split holds.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
 from ..registry import DATASETS
+from ..schema import shown
 
 SPLITS = ("train", "val")
 
@@ -36,15 +38,29 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
     for split in splits:
         if split not in out:
             out[split] = _build_split(data, split, classes)
+    run_classes = list(classes if classes is not None else out[splits[0]].classes)
+    twice = sorted({c for c in run_classes if run_classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"the run's class list {shown(run_classes)} ("
+                         + ("data.classes" if data.get("classes") else "from the training data")
+                         + f") names {', '.join(map(repr, twice))} more than once: its class ids would be ambiguous")
     return {split: out[split] for split in splits}
 
 
 def split_config(data: Mapping[str, Any], split: str) -> Dict[str, Any]:
-    """The dataset config of one split of a recipe's data section: `data.<split>`, or the folder `data.root`'s."""
-    return dict(data[split]) if not data.get("root") else {"type": "folder", "root": data["root"], "split": split}
+    """The dataset config of one split of a recipe's data section: `data.<split>`, or the folder `data.root`'s
+    (with the split recorded in `data.split_dir`, where there is one)."""
+    if not data.get("root"):
+        return dict(data[split])
+    cfg = {"type": "folder", "root": data["root"], "split": split}
+    if data.get("split_dir"):
+        cfg["split_dir"] = data["split_dir"]
+    return cfg
 
 
 def _build_split(data: Mapping[str, Any], split: str, classes) -> Any:
+    if data.get("split_dir") and not data.get("root"):
+        raise ValueError("data.split_dir fixes the split of a dataset folder: it needs data.root")
     cfg = split_config(data, split)
     if classes is not None:
         cfg["classes"] = list(classes)

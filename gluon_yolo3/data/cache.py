@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Optional, Tuple
 
 import numpy as np
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 ENV_VAR = "GLUON_YOLO3_CACHE"
 
 

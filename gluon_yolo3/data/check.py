@@ -29,7 +29,8 @@ def dataset_label(dataset, i: int):
 def check_dataset(dataset, read_images: bool = True, progress: bool = False) -> Dict[str, Any]:
     """Counts and problems of one dataset.
 
-    Returns a dict: `images`, `boxes` (total), `boxes_per_class` {name: count}, `empty_images` (count) and
+    Returns a dict: `images`, `boxes` (total), `split_source` (where a dataset folder's split comes from, or None),
+    `warnings` (the reader's: what is used but looks wrong), `boxes_per_class` {name: count}, `empty_images` (count) and
     `empty_ids` (first 50), `found_classes` (the class names the annotations use, in `classes` or not),
     `problems` (the reader's list of skipped annotations and truncated images, plus unreadable images and
     images whose size differs from their annotation when `read_images`), `unreadable` (image ids), and
@@ -59,7 +60,8 @@ def check_dataset(dataset, read_images: bool = True, progress: bool = False) -> 
         cls.append(label[:, 4].astype(np.int64))
         counts += np.bincount(cls[-1], minlength=len(counts))[:len(counts)]
     wh_all = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
-    return {"images": len(dataset), "boxes": int(counts.sum()),
+    return {"images": len(dataset), "boxes": int(counts.sum()), "split_source": getattr(dataset, "split_source", None),
+            "warnings": list(getattr(dataset, "warnings", [])),
             "classes_list": list(dataset.classes),
             "found_classes": list(getattr(dataset, "found_classes", sorted(dataset.classes))),
             "boxes_per_class": {n: int(c) for n, c in zip(dataset.classes, counts)},
@@ -85,8 +87,12 @@ def format_check(name: str, report: Mapping[str, Any]) -> str:
         w, h = report["wh"][:, 0], report["wh"][:, 1]
         lines.append(f"  box width  min {w.min():.0f} median {np.median(w):.0f} max {w.max():.0f} px; "
                      f"height min {h.min():.0f} median {np.median(h):.0f} max {h.max():.0f} px")
+    if report.get("split_source"):
+        lines.insert(1, f"  split: {report['split_source']}")
     for problem in report["problems"]:
         lines.append(f"  problem: {problem}")
+    for warning in report.get("warnings", []):
+        lines.append(f"  warning: {warning}")
     return "\n".join(lines)
 
 
@@ -98,6 +104,20 @@ def class_mismatch(found: Mapping[str, Sequence[str]]) -> Dict[str, List[str]]:
         others = set().union(*(set(c) for n, c in found.items() if n != name))
         out[f"only_in_{name}"] = sorted(set(classes) - others)
     return out
+
+
+def split_overlap(train, val) -> Optional[str]:
+    """A warning when image files are in both splits (the validation figure would count photos the network trained
+    on), or None; datasets without files (generated ones) have none."""
+    if not (hasattr(train, "image_path") and hasattr(val, "image_path")):
+        return None
+    seen = {Path(train.image_path(i)).resolve() for i in range(len(train))}
+    both = [val.image_path(i) for i in range(len(val)) if Path(val.image_path(i)).resolve() in seen]
+    if not both:
+        return None
+    return (f"{len(both)} of the {len(val)} validation image(s) are in data.train too "
+            f"({', '.join(Path(p).name for p in both[:3])}{', ...' if len(both) > 3 else ''}): the validation figure "
+            "counts photos the network trained on")
 
 
 def format_class_mismatch(mismatch: Mapping[str, Sequence[str]]) -> Optional[str]:

@@ -19,7 +19,9 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..registry import DATASETS
-from .base import DatasetError, FileDetectionDataset, sanitize_boxes
+from ..schema import shown
+from .base import (DatasetError, FileDetectionDataset, fit_to_image, parse_flag, sanitize_boxes,
+                   similar_names_warning)
 from .cache import cached_parse
 
 
@@ -74,9 +76,13 @@ def _parse(ann_file: Path):
                 problems.append(f"{where}: annotation {ann.get('id', '?')} has unknown category id {cid}; "
                                 "skipped")
                 continue
+            flag = parse_flag(ann.get("iscrowd", 0))
+            if flag is None:
+                problems.append(f"{where}: annotation {ann.get('id', '?')} iscrowd {shown(ann.get('iscrowd'))} is not "
+                                "0 or 1; taken as 0")
             boxes.append(box)
             cats.append(int(cid))
-            crowd.append(bool(ann.get("iscrowd", 0)))
+            crowd.append(bool(flag))
         images.append((int(img_id), file_name, width, height, np.array(boxes, np.float32).reshape(-1, 4),
                        np.array(cats, np.int64), np.array(crowd, bool)))
     orphans = sorted(set(coco.imgToAnns) - set(coco.imgs))
@@ -95,8 +101,9 @@ class COCODetection(FileDetectionDataset):
     (default: every category, by id); a class that is not a category of the file is reported in `problems`
     and has no boxes (DatasetError when none is); use_crowd: keep crowd boxes, flagged difficult;
     skip_empty: drop images without boxes; cache: reuse the parsed JSON (True, a folder, or False);
-    check_images: skip (and report) truncated image files. `found_classes`: the sorted names of the
-    categories the annotations use, whether in `classes` or not.
+    check_images: skip (and report) unreadable, too large and truncated image files; where the JSON's width and
+    height differ from the image's, the image wins (`base.fit_to_image`). `found_classes`: the sorted names of
+    the categories the annotations use, whether in `classes` or not.
     """
 
     def __init__(self, ann_file, root=None, classes: Optional[Sequence[str]] = None, use_crowd: bool = False,
@@ -112,20 +119,23 @@ class COCODetection(FileDetectionDataset):
         self._set_classes(categories, classes)
         self.root = self._find_root(root, images)
         self.use_crowd = bool(use_crowd)
+        sizes = [None] * len(images)
         if check_images:
             paths = [self.root / image[1] for image in images]
-            keep = self.complete_images(paths, [str(p) for p in paths], cache)
-            images = [image for image, k in zip(images, keep) if k]
+            sizes = self.check_image_files(paths, [str(p) for p in paths], cache)
+            kept = [k for k, hw in enumerate(sizes) if hw is not None]
+            images, sizes = [images[k] for k in kept], [sizes[k] for k in kept]
         self.found_classes = {names_by_id[c] for image in images for c in image[5].tolist()}
+        self.warnings.extend(similar_names_warning({n: [self.ann_file.name] for _, n in categories}))
         self._ids, self._files, self._sizes, self._labels, self._coco_ids = [], [], [], [], []
-        for img_id, file_name, width, height, boxes, cats, crowd in images:
-            label = self._to_label(file_name, width, height, boxes, cats, crowd, names_by_id)
-            if skip_empty and not len(label):
+        for (img_id, file_name, width, height, boxes, cats, crowd), hw in zip(images, sizes):
+            label = self._to_label(file_name, width, height, boxes, cats, crowd, names_by_id, hw)
+            if label is None or (skip_empty and not len(label)):
                 continue
             self._coco_ids.append(img_id)
             self._files.append(file_name)
             self._ids.append(Path(file_name).stem)
-            self._sizes.append((height, width))
+            self._sizes.append(tuple(hw) if hw and all(hw) else (height, width))
             self._labels.append(label)
         if not self._ids:
             raise DatasetError(f"no usable images in {self.ann_file}")
@@ -160,7 +170,8 @@ class COCODetection(FileDetectionDataset):
             return base / "images"
         return base
 
-    def _to_label(self, file_name, width, height, boxes, cats, crowd, names_by_id) -> np.ndarray:
+    def _to_label(self, file_name, width, height, boxes, cats, crowd, names_by_id, image_hw=None
+                  ) -> Optional[np.ndarray]:
         where = f"{self.ann_file.name} ({file_name})"
         keep = np.array([c in self.cat_id_to_label for c in cats], bool)
         for cid in sorted(set(cats[~keep].tolist())):
@@ -173,6 +184,10 @@ class COCODetection(FileDetectionDataset):
         label[:, 2:4] = boxes[keep, 0:2] + boxes[keep, 2:4]
         label[:, 4] = [self.cat_id_to_label[c] for c in cats[keep]]
         label[:, 5] = crowd[keep]
+        label = fit_to_image(label, (height, width), image_hw, where, self.problems)
+        if label is None:
+            return None
+        height, width = image_hw if image_hw and all(image_hw) else (height, width)
         label, found = sanitize_boxes(label, width, height, where)
         self.problems.extend(found)
         return label

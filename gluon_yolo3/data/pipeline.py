@@ -8,10 +8,11 @@ batch has the same shape; `build_train_batches` wires samples, sampler and batch
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from mxnet import gluon, nd
+from mxnet.gluon.data.dataloader import default_batchify_fn, default_mp_batchify_fn
 
 from ..postprocess.decode import per_scale
 from ..registry import ASSIGNERS
@@ -88,19 +89,19 @@ class TrainSamples(gluon.data.Dataset):
 
 
 class EvalSamples(gluon.data.Dataset):
-    """`samples[i] -> (x (3, S, S), label (max_boxes, 6) original pixels padded -1, geometry (6,))`, fed as
-    `spec` (an InputSpec) says.
+    """`samples[i] -> (x (3, S, S), label (N, 6) original pixels, geometry (6,))`, fed as `spec` (an InputSpec)
+    says; batch them with `PadLabels`. With `max_boxes`, labels are cut or padded with -1 to that many rows.
 
     geometry = (scale_x, scale_y, offset_x, offset_y, width, height): the resize and the image's size, so that
     original boxes are `(input_box - offset) / scale`, clipped to the image (`feed.to_original`).
     """
 
-    def __init__(self, dataset, spec: InputSpec, max_boxes: int):
+    def __init__(self, dataset, spec: InputSpec, max_boxes: Optional[int] = None):
         self.dataset = dataset
         self.spec = spec
         self.resize = spec.resizer()
         self.normalize = spec.normalizer()
-        self.max_boxes = int(max_boxes)
+        self.max_boxes = None if max_boxes is None else int(max_boxes)
 
     def __len__(self):
         return len(self.dataset)
@@ -108,7 +109,22 @@ class EvalSamples(gluon.data.Dataset):
     def __getitem__(self, index):
         image, label = self.dataset[index]
         x, geometry = self.spec.prepare(image, self.resize, self.normalize)
-        return x, pad_boxes(label, self.max_boxes), geometry
+        return x, (label if self.max_boxes is None else pad_boxes(label, self.max_boxes)), geometry
+
+
+class PadLabels:
+    """A DataLoader's `batchify_fn` for `EvalSamples`: images and geometries stacked as MXNet's default does, labels
+    padded with -1 rows to the largest count of the batch, so that every annotated box reaches the metric.
+    `workers`: the batches are made in DataLoader workers (shared memory, as MXNet's default there)."""
+
+    def __init__(self, workers: bool = False):
+        self.stack = default_mp_batchify_fn if workers else default_batchify_fn
+
+    def __call__(self, items):
+        xs, labels, geometry = zip(*items)
+        rows = max([1] + [len(label) for label in labels])
+        padded = [pad_boxes(np.asarray(label, np.float32).reshape(-1, 6), rows) for label in labels]
+        return self.stack(list(xs)), self.stack(padded), self.stack(list(geometry))
 
 
 class EpochSampler(gluon.data.Sampler):

@@ -4,11 +4,15 @@
                          names: [RBC, WBC, Platelets]   (or {0: RBC, 1: WBC, ...})
     images/train/a.jpg   labels/train/a.txt   one line per box: `class cx cy w h`, normalised to 0..1
 
-A split entry is an image folder (searched recursively), a `.txt` file listing image paths, or a list of
-these. An image's label file is its path with the last `images` folder replaced by `labels` and the
-extension by `.txt`; an image without a label file has no objects. Lines with more than 5 numbers are
-polygons (`class x1 y1 x2 y2 ...`, as Ultralytics segments) and become their bounding box.
-Image sizes are read from file headers (EXIF orientation applied, as OpenCV reads the pixels).
+A split entry is an image folder (searched recursively; image extensions in any case), a `.txt` file listing
+image paths, or a list of these, relative to `path` (a `../` entry that is not there is also looked for without
+it, as Ultralytics does for Roboflow's exports). An image's label file is its path with the last `images` folder
+replaced by `labels` and the extension by `.txt` (Ultralytics' rule), else the `.txt` beside the image (labels kept
+with the images); an image without a label file has no objects, and a split none of whose images has one is
+reported. Lines with more than 5 numbers are polygons (`class x1 y1 x2 y2 ...`, as Ultralytics segments) and
+become their bounding box. `names` is a list or an id -> name map; without it, `nc` classes named class_0, ...;
+`nc` must agree with it. Image sizes are read from file headers (EXIF orientation applied, as OpenCV reads the
+pixels).
 """
 from __future__ import annotations
 
@@ -16,15 +20,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..recipe import parse_yaml
+from ..recipe import parse_yaml, read_text_file
 from ..registry import DATASETS
-from .base import DatasetError, FileDetectionDataset, sanitize_boxes
+from ..schema import RecipeError, shown
+from .base import DatasetError, FileDetectionDataset, sanitize_boxes, similar_names_warning
 from .cache import cached_parse
+from .images import IMAGE_EXTENSIONS, ImageFileError, image_header, read_image
 
 ROUND_OFF = 1e-5      # normalised coordinates this close outside 0..1 are taken as on the edge
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def label_path(image: Path) -> Path:
@@ -37,18 +41,16 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def label_candidates(image: Path) -> List[Path]:
+    """Where an image's label file may be, in order: Ultralytics' `label_path`, then beside the image."""
+    return list(dict.fromkeys([label_path(image), image.with_suffix(".txt")]))
+
+
 def image_hw(path: Path) -> Tuple[int, int]:
-    """`(height, width)` from the file header, after EXIF rotation; OSError when unreadable."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            try:
-                orientation = img.getexif().get(0x0112, 1)
-            except Exception:  # broken EXIF block: the pixels are still readable
-                orientation = 1
-    except (UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise OSError(f"not an image ({err})") from None
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    """`(height, width)` from the file header, after EXIF rotation (decoded when only OpenCV knows the format);
+    ImageFileError when unreadable or too large."""
+    hw, _ = image_header(path)
+    return tuple(hw) if hw else read_image(path).shape[:2]
 
 
 def read_data_yaml(root) -> Tuple[Path, dict, Path]:
@@ -63,8 +65,10 @@ def read_data_yaml(root) -> Tuple[Path, dict, Path]:
     if not root.is_file():
         raise DatasetError(f"YOLO data.yaml not found: {root}")
     try:
-        content = parse_yaml(root.read_text())
-    except Exception as err:  # yaml errors, decoding errors
+        content = parse_yaml(read_text_file(root, "data.yaml"))
+    except RecipeError as err:      # too large, not text
+        raise DatasetError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - yaml errors: duplicate keys, alias bombs, ...
         raise DatasetError(f"{root}: not valid YAML ({err})") from None
     if not isinstance(content, dict):
         raise DatasetError(f"{root}: expected a mapping with 'names' and split entries")
@@ -84,8 +88,21 @@ def split_images(root, split: str) -> List[Path]:
     return _split_images(content[split], base, yaml_path, split)
 
 
+def _count(value, where: Path) -> int:
+    """`nc` as an integer (3, "3", 3.0); DatasetError naming the file for anything else."""
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)) or int(float(value)) < 1:
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(f"{where}: nc must be the number of classes, a whole number >= 1, got {shown(value)}") \
+            from None
+
+
 def _names(content: dict, where: Path) -> List[str]:
     names = content.get("names")
+    if names is None and content.get("nc") is not None:      # Ultralytics names them itself
+        names = [f"class_{k}" for k in range(_count(content["nc"], where))]
     if isinstance(names, dict):
         try:
             ids = sorted(int(k) for k in names)
@@ -96,9 +113,16 @@ def _names(content: dict, where: Path) -> List[str]:
         names = [names[k] if k in names else names[str(k)] for k in ids]
     if not isinstance(names, list) or not names:
         raise DatasetError(f"{where}: 'names' must be a non-empty list of class names (or an id -> name map)")
-    if "nc" in content and int(content["nc"]) != len(names):
+    if content.get("nc") is not None and _count(content["nc"], where) != len(names):
         raise DatasetError(f"{where}: nc is {content['nc']} but 'names' has {len(names)} entries")
-    return [str(n) for n in names]
+    if any(n is None or isinstance(n, (dict, list)) for n in names):
+        raise DatasetError(f"{where}: 'names' must be class names, got {shown(names)}")
+    names = [str(n) for n in names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"{where}: 'names' lists {', '.join(map(repr, twice))} more than once: the labels' class "
+                           "ids would map to one class")
+    return names
 
 
 def _split_images(entry, base: Path, where: Path, split: str) -> List[Path]:
@@ -107,10 +131,12 @@ def _split_images(entry, base: Path, where: Path, split: str) -> List[Path]:
     for item in entries:
         path = Path(str(item)).expanduser()
         path = path if path.is_absolute() else base / path
+        if not path.exists() and str(item).startswith("../") and (base / str(item)[3:]).exists():
+            path = base / str(item)[3:]       # Roboflow's `train: ../train/images` beside its data.yaml
         if path.is_dir():
             images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file() and path.suffix == ".txt":
-            for line in path.read_text().splitlines():
+            for line in path.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line:
                     p = Path(line)
@@ -125,7 +151,7 @@ def _parse_label_file(path: Path, where: str, problems: List[str]) -> np.ndarray
     """Rows `(N, 5)`: class id, cx, cy, w, h (normalised) of one label file; bad lines reported."""
     rows = []
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")     # a BOM (Windows editors) is not part of the first line
     except (OSError, UnicodeDecodeError) as err:
         problems.append(f"{where}: unreadable label file ({err}); no boxes used")
         return np.zeros((0, 5), np.float32)
@@ -150,30 +176,30 @@ def _parse_label_file(path: Path, where: str, problems: List[str]) -> np.ndarray
 
 
 def _parse(images: Sequence[Path], base: Path):
-    """(records [(image rel path, h, w, rows (N, 5))], problems) for every image of a split."""
+    """(records [(image path, h, w, rows (N, 5), label file or "")], problems) for every image of a split."""
     records, problems = [], []
     for image in images:
-        rel = _rel(image, base)
+        rel = rel_path(image, base)
         try:
             h, w = image_hw(image)
-        except OSError as err:
-            problems.append(f"{rel}: unreadable image ({err}); image skipped")
+        except ImageFileError as err:
+            problems.append(f"{rel}: unreadable image: {err}; image skipped")
             continue
-        lab = label_path(image)
-        rows = (_parse_label_file(lab, _rel(lab, base), problems) if lab.is_file()
+        lab = next((p for p in label_candidates(image) if p.is_file()), None)
+        rows = (_parse_label_file(lab, rel_path(lab, base), problems) if lab is not None
                 else np.zeros((0, 5), np.float32))
-        records.append((str(image), h, w, rows))
+        records.append((str(image), h, w, rows, "" if lab is None else str(lab)))
     return records, problems
 
 
 def _used_names(records, names: Sequence[str]) -> set:
     """data.yaml `names` of the valid class ids in the records' label rows."""
-    cls = np.concatenate([np.zeros(0, np.float32)] + [rows[:, 0] for _, _, _, rows in records])
+    cls = np.concatenate([np.zeros(0, np.float32)] + [r[3][:, 0] for r in records])
     valid = (cls == np.round(cls)) & (cls >= 0) & (cls < len(names))     # NaN is not valid
     return {names[int(c)] for c in np.unique(cls[valid])}
 
 
-def _rel(path: Path, base: Path) -> str:
+def rel_path(path: Path, base: Path) -> str:
     try:
         return str(path.relative_to(base))
     except ValueError:
@@ -188,8 +214,8 @@ class YOLOTxtDetection(FileDetectionDataset):
     test); images: image files to use instead of a split entry (e.g. a seeded split of the train images);
     classes: names in label order (default: data.yaml's names; others are matched by name, unknown
     ones reported and skipped); cache: reuse the parsed labels (True, a folder, or False); check_images: skip
-    (and report) truncated image files. `found_classes`: the sorted data.yaml names of the class ids the
-    label files use, whether in `classes` or not.
+    (and report) unreadable, too large and truncated image files. `found_classes`: the sorted data.yaml names
+    of the class ids the label files use, whether in `classes` or not.
     """
 
     def __init__(self, root, split: str = "train", classes: Optional[Sequence[str]] = None,
@@ -206,29 +232,36 @@ class YOLOTxtDetection(FileDetectionDataset):
             images = _split_images(content[split], self.base, self.yaml_path, split)
         if not images:
             raise DatasetError(f"{self.yaml_path}: split '{split}' holds no images")
-        files = [p for image in images for p in (image, label_path(image))]
+        files = [p for image in images for p in (image, *label_candidates(image))]
         (records, problems), self.from_cache = cached_parse(
             "yolo", files, lambda: _parse(images, self.base), extra=(tuple(names), str(self.base)), cache=cache)
         self.problems.extend(problems)
         if check_images:
             paths = [Path(r[0]) for r in records]
-            keep = self.complete_images(paths, [_rel(p, self.base) for p in paths], cache)
-            records = [r for r, k in zip(records, keep) if k]
+            sizes = self.check_image_files(paths, [rel_path(p, self.base) for p in paths], cache)
+            records = [r for r, hw in zip(records, sizes) if hw is not None]
+        if records and not any(r[4] for r in records):
+            example = Path(records[0][0])
+            self.problems.append(
+                f"{self.yaml_path}: split '{split}': none of its {len(records)} images has a label file (looked at "
+                + " and ".join(rel_path(p, self.base) for p in label_candidates(example)) + ", ...): they train as "
+                "images without objects")
+        self.warnings.extend(similar_names_warning({n: [self.yaml_path.name] for n in names}))
         self.file_classes = tuple(names)
         self.found_classes = _used_names(records, names)
         self.classes = tuple(classes) if classes is not None else tuple(names)
         index = {n: k for k, n in enumerate(self.classes)}
         mapping = np.array([index.get(n, -1) for n in names], np.int64)
         self._paths, self._sizes, self._labels = [], [], []
-        for path, h, w, rows in records:
+        for path, h, w, rows, lab in records:
             self._paths.append(Path(path))
             self._sizes.append((h, w))
-            self._labels.append(self._to_label(path, h, w, rows, mapping))
+            self._labels.append(self._to_label(lab or str(label_path(Path(path))), h, w, rows, mapping))
         if not self._paths:
             raise DatasetError(f"no usable images in {self.yaml_path} split '{split}'")
 
-    def _to_label(self, path, h, w, rows, mapping) -> np.ndarray:
-        where = _rel(label_path(Path(path)), self.base)
+    def _to_label(self, label_file, h, w, rows, mapping) -> np.ndarray:
+        where = rel_path(Path(label_file), self.base)
         cls = rows[:, 0]
         valid_id = (cls == np.round(cls)) & (cls >= 0) & (cls < len(mapping))
         for c in sorted(set(cls[~valid_id].tolist())):

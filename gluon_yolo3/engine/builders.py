@@ -17,7 +17,8 @@ import mxnet as mx
 import numpy as np
 
 from ..amx import cpu_bf16, require_bf16
-from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like
+from ..data.build import build_datasets
+from ..data.check import anchor_fit, input_box_shapes, kmeans_anchors, split_like, split_overlap
 from ..data.pipeline import build_assigner, build_train_batches
 from ..files import atomic_write_text
 from ..losses.composer import YOLOLoss
@@ -26,6 +27,7 @@ from ..models.layers import resolve_norm
 from ..registry import BACKBONES, HOOKS, LR_SCHEDULES, OPTIMIZERS
 from ..schema import DEFAULTS
 from .hooks import HookBase, builtin_hooks
+from .run_folder import with_run_splits
 
 NO_DECAY_SUFFIXES = ("_bias", "_gamma", "_beta")
 AMP_TYPES = ("float16", "bfloat16")
@@ -120,15 +122,55 @@ def build_hooks(train_cfg: Mapping[str, Any], epochs: int) -> list:
     return sorted(hooks, key=lambda h: h.priority)
 
 
+def build_run_data(recipe: Dict[str, Any], run_dir: Path, resuming: bool, log: Callable[[str], None]):
+    """`{"train", "val"}` datasets of a run, with one class list; a resumed run reads the split it recorded (`splits/`,
+    `run_folder.with_run_splits`). Where each split comes from, its problems and warnings are logged; ValueError
+    when the training set holds no labelled box."""
+    if resuming:
+        recipe["data"] = dict(with_run_splits(recipe, run_dir)["data"])
+    sets = build_datasets(recipe)
+    log_problems(sets, log)
+    overlap = split_overlap(sets["train"], sets["val"])
+    if overlap:
+        log(f"warning: {overlap}")
+    check_boxes(sets["train"], int(recipe["data"]["max_boxes"]), log)
+    return sets
+
+
 def log_problems(datasets: Mapping[str, Any], log: Callable[[str], None], limit: int = 20):
-    """Each dataset's skipped annotations and images (its `problems`), `limit` lines per split."""
+    """Each dataset's drawn or recorded split, its skipped annotations and images (its `problems`, `limit` lines per
+    split) and its warnings (what is used but looks wrong)."""
     for split, dataset in datasets.items():
+        if getattr(dataset, "split_items", None) is not None:
+            log(f"data.{split}: {len(dataset)} images, {dataset.split_source}")
         problems = getattr(dataset, "problems", [])
         for problem in problems[:limit]:
             log(f"data.{split}: skipped: {problem}")
         if len(problems) > limit:
             log(f"data.{split}: ... and {len(problems) - limit} more problems (gluon-yolo3 data check lists them "
                 "all)")
+        for warning in getattr(dataset, "warnings", []):
+            log(f"data.{split}: warning: {warning}")
+
+
+def check_boxes(dataset, max_boxes: int, log: Callable[[str], None]):
+    """ValueError when `dataset` (the training set) holds no labelled box: a run would learn background only
+    (labels not found, every box skipped, no class at all). A note when images hold more than `max_boxes` boxes,
+    the cap of the ignore mask's ground truth (every box still gets its target; evaluation counts them all)."""
+    counts = [len(dataset.label(i)) for i in range(len(dataset))] if hasattr(dataset, "label") else None
+    if not dataset.classes or (counts is not None and not sum(counts)):
+        problems = getattr(dataset, "problems", [])
+        raise ValueError(f"data.train holds no labelled boxes ({len(dataset)} images"
+                         + (f"; {len(problems)} problem(s), the first: {problems[0]}" if problems else "")
+                         + "): a detector cannot learn from it. `gluon-yolo3 data check RECIPE` lists every image "
+                           "and box that was skipped")
+    over = [(n, i) for i, n in enumerate(counts or []) if n > max_boxes]
+    if over:
+        most, i = max(over)
+        name = dataset.image_path(i).name if hasattr(dataset, "image_path") else dataset.image_id(i)
+        log(f"data.max_boxes {max_boxes}: {len(over)} training image(s) hold more boxes (up to {most}, {name}): the "
+            f"ignore mask compares predictions with the first {max_boxes} of each; every box still gets its target, "
+            "and evaluation counts them all")
 
 
 def epochs_for(train_cfg: Dict[str, Any], images: int, batch_size: int, workers: int, log) -> int:
@@ -174,10 +216,14 @@ def resolve_anchors(recipe: Dict[str, Any], dataset, log, limit: int = 2000) -> 
     return {"anchors": model["anchors"], "auto": auto, "fit": fit, "default_fit": default, "boxes": len(wh)}
 
 
-def record_splits(datasets: Mapping[str, Any], run_dir: Path):
-    """A seeded train/val split of a dataset folder (`data.root` without split files), written into the run
-    folder as splits/<split>.txt (one image id per line), so that the run says which images it held out."""
+def record_splits(datasets: Mapping[str, Any], run_dir: Path) -> bool:
+    """The drawn (or recorded) train/val split of a dataset folder (`data.root` without split files), written into
+    the run folder as splits/<split>.txt (one item per line: a VOC id, a YOLO image path relative to the dataset),
+    so that the run says which images it held out and whatever reads the run uses them. True when written."""
+    written = False
     for split, dataset in datasets.items():
-        if str(getattr(dataset, "split_source", "")).startswith("seeded"):
-            ids = [dataset.image_id(i) for i in range(len(dataset))]
-            atomic_write_text(run_dir / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+        items = getattr(dataset, "split_items", None)
+        if items is not None:
+            atomic_write_text(run_dir / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in items))
+            written = True
+    return written

@@ -193,6 +193,7 @@ class PeriodicCheckpoint(HookBase):
 
     priority = 80
     writer_only = True
+    writes_checkpoints = True           # when it fails, the trainer does not try again to save the epoch
 
     def __init__(self, every: int = 1):
         self.every = max(1, int(every))
@@ -203,18 +204,36 @@ class PeriodicCheckpoint(HookBase):
             self.save()
 
     def save(self):
-        """`epoch_NNNN.params` (the EMA weights with an EMA, else the training weights), `.states`, `.json`,
-        and with an EMA the training weights in `epoch_NNNN.train_params`; `last.json` is written last."""
-        t = self.trainer
-        extra: Dict[str, Any] = {"best": t.best, "classes": list(t.classes)}
-        if t.ema is not None:
-            mx.nd.waitall()
-            raw = t.checkpoints.folder / f"epoch_{t.epoch:04d}.train_params"
-            check_finite(t.net, raw)
-            atomic_write(raw, t.net.save_parameters)
-            extra.update(train_params=raw.name, ema_updates=t.ema.updates)
-        t.checkpoints.save(t.ema if t.ema is not None else t.net, t.gluon_trainer, t.epoch, t.step, extra,
-                           names=trainer_names(t.gluon_trainer, t.net))
+        save_checkpoint(self.trainer)
+
+
+def save_checkpoint(t):
+    """The trainer `t`'s checkpoint of its epoch: `epoch_NNNN.params` (the EMA weights with an EMA, else the
+    training weights), `.states`, `.json`, and with an EMA the training weights in `epoch_NNNN.train_params`;
+    `last.json` is written last. Returns the `.params` path."""
+    extra: Dict[str, Any] = {"best": t.best, "classes": list(t.classes)}
+    if t.ema is not None:
+        mx.nd.waitall()
+        raw = t.checkpoints.folder / f"epoch_{t.epoch:04d}.train_params"
+        check_finite(t.net, raw)
+        atomic_write(raw, t.net.save_parameters)
+        extra.update(train_params=raw.name, ema_updates=t.ema.updates)
+    return t.checkpoints.save(t.ema if t.ema is not None else t.net, t.gluon_trainer, t.epoch, t.step, extra,
+                              names=trainer_names(t.gluon_trainer, t.net))
+
+
+def save_before_stopping(t, why: str):
+    """The trainer `t`'s checkpoint of its epoch, unless it is written already, when a hook failed after the
+    epoch; logged either way (the hook's error, raised after, is the one that counts)."""
+    last = t.checkpoints.last()
+    if last is not None and int(last["epoch"]) == t.epoch:
+        return
+    try:
+        path = save_checkpoint(t)
+    except Exception as err:       # noqa: BLE001
+        t.log(f"{why}; the checkpoint of epoch {t.epoch} could not be written either: {err}")
+        return
+    t.log(f"{why}; epoch {t.epoch}'s checkpoint is written first: {path} (resume with --resume)")
 
 
 @HOOKS.register("training_plot")

@@ -34,21 +34,21 @@ from mxnet import autograd, gluon
 from mxnet.contrib import amp
 from tqdm import tqdm
 
-from ..data.build import build_datasets
 from ..data.feed import InputSpec
 from ..data.pipeline import trim_padding
 from ..devices import parse_devices, split_batch
 from ..distributed import kvstore as dist
 from ..files import atomic_write_text, cannot_write
-from ..inference.weights import load_weights
 from ..models.precision import set_compute_dtype
 from ..optim.gradients import clip, sums_of_squares
 from ..recipe import resolved_yaml
-from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, epochs_for,
-                       log_problems, no_bias_decay, record_splits, resolve_anchors, seed_everything)
-from .checkpoint import CheckpointManager, load_optimizer_states, trainer_names
+from .builders import (amp_type, build_batches, build_hooks, build_loss, build_model, build_optimizer, build_run_data,
+                       epochs_for, no_bias_decay, record_splits, resolve_anchors, seed_everything)
+from .checkpoint import CheckpointManager
 from .ema import WeightEMA, ema_config
-from .resume import check_resumable, log_changes, recipe_changes
+from .hooks import save_before_stopping
+from .resume import restore
+from .run_folder import hold_run_folder
 from .warm_start import start_from
 
 
@@ -106,7 +106,7 @@ class Trainer:
         self.last_terms, self.last_images, self.bar = None, 0, None
         self.stop_requested: Optional[str] = None
         self.hooks: list = []
-        self.resuming, self.init_report = False, None
+        self.resuming, self.init_report, self.dry_run = False, None, False
 
     @property
     def is_writer(self) -> bool:
@@ -132,9 +132,16 @@ class Trainer:
         self.build_optimizer()
         self.register_hooks(build_hooks(self.train_cfg, self.epochs))
 
+    def check(self):
+        """Build what `fit` builds (datasets, anchors, network, loss, transforms and batches, optimizer, hooks) with
+        the same builders, without joining a job, loading train.init_from, starting DataLoader workers or writing:
+        `data check` runs it, so that what training would refuse it refuses too."""
+        self.dry_run = True
+        self.setup()
+
     def join_job(self):
         """In a distributed job: the kvstore (waits for every process), rank and worker count, the watchdog."""
-        if not self.distributed:
+        if not self.distributed or self.kv is not None or self.dry_run:
             return
         timeout = float(self.train_cfg.get("dist_timeout") or 0)
         if timeout > 0:
@@ -148,22 +155,22 @@ class Trainer:
             self.log = lambda *_: None
 
     def build_data(self):
-        """The datasets with the run's one class list (written into the recipe), and their problems logged."""
-        sets = build_datasets(self.recipe)
+        """The datasets with the run's one class list (written into the recipe), their problems logged, and a drawn
+        split recorded in the run (named in its recipe.yaml, relative to it)."""
+        sets = build_run_data(self.recipe, self.run_dir, self.resuming, self.log)
         self.train_set, self.val_set = sets["train"], sets["val"]
         self.classes = list(self.train_set.classes)
         self.recipe["data"]["classes"] = list(self.classes)
         self.spec = InputSpec.from_recipe(self.recipe, self.classes)
-        log_problems(sets, self.log)
         self.epochs = epochs_for(self.train_cfg, len(self.train_set), self.batch_size, self.num_workers, self.log)
         self.anchor_fit = resolve_anchors(self.recipe, self.train_set, self.log)
-        if self.is_writer:
-            record_splits(sets, self.run_dir)
+        if self.is_writer and not self.dry_run and record_splits(sets, self.run_dir):
+            self.recipe["data"]["split_dir"] = "splits"
 
     def build_model(self):
         """The network and the loss on every device, hybridized, and the training batches for its anchors."""
         self.net = build_model(self.recipe, self.classes, self.contexts)
-        if self.train_cfg.get("init_from") and not self.resuming:
+        if self.train_cfg.get("init_from") and not self.resuming and not self.dry_run:
             self.init_report = start_from(self.recipe, self.net, self.classes, self.run_dir, self.log, self.is_writer)
         self.loss_fn = build_loss(self.recipe, self.net)
         self.loss_fn.initialize(ctx=self.contexts)
@@ -175,8 +182,8 @@ class Trainer:
             self.loss_fn.hybridize(static_alloc=True, static_shape=True)
         samples, self.sampler, batches = build_batches(self.recipe, self.train_set, self.net, len(self.classes),
                                                        self.batch_size, self.rank, self.num_workers)
-        self.loader = gluon.data.DataLoader(samples, batch_sampler=batches,
-                                            num_workers=int(self.recipe["data"]["num_workers"]))
+        self.loader = gluon.data.DataLoader(samples, batch_sampler=batches, num_workers=0 if self.dry_run else
+                                            int(self.recipe["data"]["num_workers"]))
         self.steps_per_epoch = len(batches)
 
     def build_optimizer(self):
@@ -195,7 +202,7 @@ class Trainer:
                                            kvstore=self.kv or self.kvstore, update_on_kvstore=False)
         if self.amp == "float16":
             amp.init_trainer(self.gluon_trainer)
-        if self.distributed:
+        if self.distributed and not self.dry_run:
             with self._guard("sharing rank 0's initial weights"):
                 dist.broadcast_initial_weights(self.gluon_trainer)
                 # the loss terms of all workers, summed: every worker takes the same non-finite decision
@@ -212,7 +219,18 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> Dict[str, Any]:
+        """Train (or, with `resume`, continue) the run; the run folder is this process's alone meanwhile (rank 0
+        of a distributed job holds its lock, the other workers never write it)."""
         self.resuming = resume                  # a resumed run loads its checkpoint, not train.init_from
+        self.join_job()
+        lock = hold_run_folder(self.run_dir, resume, self.log) if self.is_writer else None
+        try:
+            return self.train_run(resume)
+        finally:
+            if lock is not None:
+                lock.release(remove_alone=True)
+
+    def train_run(self, resume: bool) -> Dict[str, Any]:
         self.setup()
         if resume:              # the checkpoint is checked against the recipe before anything is written
             self.resume()
@@ -238,8 +256,15 @@ class Trainer:
         return summary
 
     def run_hooks(self, stage: str):
+        """Each hook's `stage`; when one fails after an epoch (validation on a file gone bad, a plugin's bug), the
+        epoch's checkpoint is written before the error ends the run: a failing hook never loses the weights."""
         for hook in self.hooks:
-            getattr(hook, stage)()
+            try:
+                getattr(hook, stage)()
+            except Exception as err:
+                if stage == "after_epoch" and self.is_writer and not getattr(hook, "writes_checkpoints", False):
+                    save_before_stopping(self, f"{type(hook).__name__} failed: {type(err).__name__}")
+                raise
 
     def request_stop(self, why: str):
         """End training after the current epoch (its checkpoint is written); `why` goes into the log."""
@@ -361,33 +386,8 @@ class Trainer:
     # ---- resume and metrics ------------------------------------------------------------------------
     def resume(self):
         """Load the last checkpoint (weights, optimizer state, EMA) and continue the CURRENT recipe's schedule
-        at its epoch (`resume.py` says which changed settings are honoured). Every worker of a distributed
-        job reads the checkpoint: the run folder must be on storage they share."""
-        meta = self.checkpoints.last()
-        if meta is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {self.checkpoints.folder}"
-                                    + (f" (worker rank {self.rank}: the run folder must be on storage every "
-                                       "worker shares)" if self.rank else ""))
-        changes = recipe_changes(self.run_dir / "recipe.yaml", self.recipe, self.log)
-        check_resumable(changes, meta, self.classes)
-        raw = meta.get("train_params") or meta["params"]
-        load_weights(self.net, raw, self.contexts, what="--resume:")
-        load_optimizer_states(self.gluon_trainer, trainer_names(self.gluon_trainer, self.net), meta["states"], meta)
-        if self.ema is not None:
-            if meta.get("train_params"):
-                self.ema.load_parameters(meta["params"], updates=meta.get("ema_updates", meta["step"]))
-            else:                   # the run had no EMA so far: start it here
-                self.ema.reset(updates=0)
-        self.epoch = int(meta["epoch"])
-        self.step = self.epoch * self.steps_per_epoch    # the schedule's position: the current recipe's
-        optimizer = self.gluon_trainer._optimizer
-        optimizer.begin_num_update = optimizer.num_update = self.step
-        self.best = meta.get("best", -math.inf)
-        if self.is_writer:              # half-written files of a process killed while saving
-            for stale in self.checkpoints.folder.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
-        self.log(f"resumed from {raw} (epoch {meta['epoch']}, step {meta['step']})")
-        log_changes(changes, meta, self.step, self.steps_per_epoch, optimizer.learning_rate, self.log)
+        at its epoch (`resume.restore`)."""
+        restore(self)
 
     def write_metrics(self, line: Dict[str, Any]):
         if not self.is_writer:

@@ -14,19 +14,20 @@ from tqdm import tqdm
 from ..data.base import FileDetectionDataset
 from ..data.build import build_datasets
 from ..data.feed import InputSpec, to_original
-from ..data.pipeline import EvalSamples
+from ..data.pipeline import EvalSamples, PadLabels
 from ..devices import parse_devices, split_batch
 from ..inference.deployed import deployed_label, load_deployed
 from ..registry import METRICS
 
 
 def eval_loader(dataset, spec: InputSpec, recipe: Mapping[str, Any], batch_size: Optional[int] = None):
-    """Batches `(x, labels (B, max_boxes, 6) padded -1, geometry (B, 6))` of `dataset` fed as `spec` says;
-    batch size, workers and max boxes from the recipe's eval / data sections."""
-    data = recipe["data"]
-    return mx.gluon.data.DataLoader(EvalSamples(dataset, spec, data["max_boxes"]),
-                                    batch_size=batch_size or recipe["eval"]["batch_size"], shuffle=False,
-                                    last_batch="keep", num_workers=data["num_workers"])
+    """Batches `(x, labels (B, M, 6) padded -1, geometry (B, 6))` of `dataset` fed as `spec` says, M the most boxes
+    an image of the batch has (every annotated box counts: no `data.max_boxes` cap); batch size and workers from
+    the recipe's eval / data sections."""
+    workers = int(recipe["data"]["num_workers"])
+    return mx.gluon.data.DataLoader(EvalSamples(dataset, spec), batch_size=batch_size or recipe["eval"]["batch_size"],
+                                    shuffle=False, last_batch="keep", num_workers=workers,
+                                    batchify_fn=PadLabels(workers > 0))
 
 
 def detect_dataset(net, dataset, recipe: Mapping[str, Any], spec: InputSpec, contexts: Sequence[mx.Context],

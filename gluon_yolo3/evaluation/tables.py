@@ -9,9 +9,12 @@ import numpy as np
 def format_comparison(reference: Mapping[str, Any], other: Mapping[str, Any]) -> str:
     """One line: the reference (fp32) mAP, the other model's, and the difference."""
     label = other.get("model") or "other"
-    delta = other["map"] - reference["map"]
+    if _missing(reference["map"]) or _missing(other["map"]):
+        delta = "n/a (no ground-truth boxes to score)"
+    else:
+        delta = f"{other['map'] - reference['map']:+.4f}"
     return (f"mAP ({reference['metric']}): fp32 {_num(reference['map']).strip()}   {label} "
-            f"{_num(other['map']).strip()}   delta {delta:+.4f}")
+            f"{_num(other['map']).strip()}   delta {delta}")
 
 
 def _missing(value) -> bool:

@@ -158,11 +158,20 @@ def evaluation_weights(path, recipe: Mapping[str, Any], split: str = "val") -> T
     run_recipe = _run_recipe(chosen.parent.parent)
     picked_on = split_config(run_recipe["data"], "val") if run_recipe else None
     last = last_checkpoint(chosen.parent)
-    if picked_on == split_config(recipe["data"], split) and last:
+    if picked_on and _same_data(picked_on, split_config(recipe["data"], split)) and last:
         return Path(last["params"]), (f"weights: {last['params']}, the run's last (epoch {last['epoch']}): its "
                                       f"best.params was picked by validating on this same data ({_shown(picked_on)})")
     on = _shown(picked_on) if picked_on else "the run's data.val"
     return chosen, f"weights: {chosen}, the best of the run's validations on {on}"
+
+
+def _same_data(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two split configs read the same images: a dataset folder's split of the same folder (wherever its
+    split was recorded), else the same config."""
+    if a.get("type") == b.get("type") == "folder":
+        return (a["split"] == b["split"]
+                and Path(str(a["root"])).expanduser().resolve() == Path(str(b["root"])).expanduser().resolve())
+    return dict(a) == dict(b)
 
 
 def _run_recipe(folder: Path) -> Optional[Dict[str, Any]]:
@@ -174,17 +183,20 @@ def _run_recipe(folder: Path) -> Optional[Dict[str, Any]]:
 
 
 def _shown(config: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in config.items())
+    return ", ".join(f"{k} {v}" for k, v in config.items() if k != "split_dir")
+
+
+def weights_folder(weights) -> Path:
+    """The run, zoo or import folder that holds `weights` (a folder, a `.params` in it or in its checkpoints/)."""
+    path = Path(weights)
+    folder = path if path.is_dir() else path.parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
 
 def weights_classes(weights) -> Tuple[Optional[List[str]], Optional[Path]]:
     """`(class list, the file it comes from)` stored beside weights: `data.classes` of the recipe.yaml of their
     run folder, zoo folder or import folder; `(None, None)` when there is none."""
-    path = Path(weights)
-    folder = path if path.is_dir() else path.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
-    recipe_file = folder / "recipe.yaml"
+    recipe_file = weights_folder(weights) / "recipe.yaml"
     if not recipe_file.is_file():
         return None, None
     try:

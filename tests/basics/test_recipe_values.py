@@ -46,7 +46,7 @@ ANCHORS_EXPECTED = "model.anchors must be auto, or per scale, finest first, a li
     ("data.mean=[0.5, 0.5]", "data.mean must be a list of 3 numbers"),
     ("data.mean=0.5", "data.mean must be a list of 3 numbers"),
     ("data.std=[0.2, 0, 0.2]", "data.std must be a list of 3 positive numbers"),
-    ("data.classes=[cat, 7]", "data.classes must be a list of class names"),
+    ("data.classes=[cat, 7]", "data.classes must be a list of distinct class names"),
     ("data.transforms=[5]", "data.transforms must be a list of component configs"),
     ("data.multi_scale.min_size=abc", "data.multi_scale.min_size must be an integer >= 32, got 'abc'"),
     ("data.multi_scale.every=0", "data.multi_scale.every must be an integer >= 1, got 0"),

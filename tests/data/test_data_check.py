@@ -77,7 +77,7 @@ def broken_yolo(write_yolo):
 def test_data_check_lists_every_bad_annotation_with_its_file(tmp_path, invoke, repo, broken_yolo):
     folder, ids = broken_yolo(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"_base_: {repo / 'recipes/demo_tiny.yaml'}\nname: broken\n"
+    recipe.write_text(f"_base_: {repo / 'recipes/demo_tiny.yaml'}\nname: broken\ntrain: {{batch_size: 2}}\n"
                       f"data:\n  train: {{type: yolo, root: {folder}, split: train}}\n"
                       f"  val: {{type: yolo, root: {folder}, split: val}}\n")
     out = tmp_path / "check"
@@ -91,7 +91,7 @@ def test_data_check_lists_every_bad_annotation_with_its_file(tmp_path, invoke, r
     report = json.loads((out / "data_check.json").read_text())["train"]
     assert report["unreadable"] == [] and len(report["problems"]) == 5
     assert report["empty_images"] == 1 and report["empty_ids"] == [ids[1]]
-    assert list(json.loads((out / "data_check.json").read_text())) == ["train"]
+    assert list(json.loads((out / "data_check.json").read_text())) == ["train", "train_build"]
     assert (out / "box_stats.png").is_file()
     strict = invoke("data", "check", recipe, "--out", out, "--split", "train", "--strict", "--no-progress")
     assert strict.exit_code == 1
@@ -105,13 +105,15 @@ def test_data_check_finds_missing_coco_images(tmp_path, write_coco):
     path, ds = write_coco(tmp_path / "coco", num_images=5, size=64)
     (tmp_path / "coco/images" / f"{ds.image_id(3)}.png").unlink()
     from gluon_yolo3.data.coco import COCODetection
-    report = check_dataset(COCODetection(path))
-    assert report["unreadable"] == [ds.image_id(3)]
-    assert sum(f"{ds.image_id(3)}.png" in p for p in report["problems"]) == 1
-    expected = Counter(ds.classes[int(c)] for i in range(len(ds)) for c in ds[i][1][:, 4])
+    report = check_dataset(COCODetection(path))          # found when the dataset is built, and skipped
+    assert report["images"] == 4 and report["unreadable"] == []
+    assert [p for p in report["problems"] if f"{ds.image_id(3)}.png" in p] == [
+        f"{tmp_path / 'coco/images' / ds.image_id(3)}.png: unreadable image: cannot open it (No such file or "
+        "directory); image skipped"]
+    expected = Counter(ds.classes[int(c)] for i in range(len(ds)) if i != 3 for c in ds[i][1][:, 4])
     assert report["boxes_per_class"] == {c: expected[c] for c in ds.classes}
-    annotations_only = check_dataset(COCODetection(path), read_images=False)
-    assert annotations_only["unreadable"] == [] and annotations_only["problems"] == []
+    unchecked = check_dataset(COCODetection(path, check_images=False))      # found when decoded
+    assert unchecked["unreadable"] == [ds.image_id(3)] and len(unchecked["problems"]) == 1
 
 
 # ----------------------------------------------------------------------------------------- anchors

@@ -83,7 +83,10 @@ def test_coco_class_subset_and_errors_name_the_file(tmp_path, write_coco):
         COCODetection(broken)
     (tmp_path / "coco/images" / f"{ds.image_id(2)}.png").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match=ds.image_id(2)):
-        COCODetection(path)[2]
+        COCODetection(path, check_images=False)[2]
+    skipped = COCODetection(path)
+    assert ds.image_id(2) not in [skipped.image_id(i) for i in range(len(skipped))]
+    assert sum(f"{ds.image_id(2)}.png: unreadable image: not an image" in p for p in skipped.problems) == 1
 
 
 # ------------------------------------------------------------------------------------------- YOLO

@@ -1,5 +1,8 @@
 """`data.root`: one folder, VOC or YOLO txt, with or without split files; a seeded 80/20 split when it has none,
 written into the run folder; and a recipe's length as a step budget."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -142,3 +145,64 @@ def test_photos_without_boxes_train_as_background_in_the_custom_recipe(tmp_path,
         with_box, background = samples[epoch * 2 * len(samples.sizes)], samples[epoch * 2 * len(samples.sizes) + 1]
         assert with_box[1][:, 0].sum() >= 1 and background[1][:, 0].sum() == 0
         assert (background[2] == -1).all()                     # no ground truth box at all
+
+
+# ---- the split a run recorded ---------------------------------------------------------------------------
+
+def test_a_recorded_split_is_read_back_and_changes_since_are_said(tmp_path, demo_recipe, write_voc):
+    from gluon_yolo3.engine.builders import record_splits
+    root = voc_folder(tmp_path / "voc", write_voc)
+    recipe = api.load(demo_recipe, [f"data.root={root}"])
+    drawn = build_datasets(recipe)
+    assert record_splits(drawn, tmp_path / "run")
+    write_voc(root, {"img10": [("cat", 4, 4, 30, 40, 0)]}, split="extra")        # a photo added since
+    gone = ids(drawn["val"])[0]
+    (root / "Annotations" / f"{gone}.xml").unlink()                                 # and one removed
+    again = build_datasets(api.load(demo_recipe, [f"data.root={root}", f"data.split_dir={tmp_path / 'run/splits'}"]))
+    assert ids(again["train"]) == ids(drawn["train"]) and ids(again["val"]) == ids(drawn["val"])[1:]
+    assert again["val"].split_source == f"the split recorded in {tmp_path / 'run/splits/val.txt'}"
+    assert again["val"].warnings[-1:] == [f"{root} changed since the split in {tmp_path / 'run/splits'} was recorded: 1 "
+                                     f"image(s) added, in neither split (img10); 1 of the 2 recorded val image(s) "
+                                     f"gone ({gone})"]
+    redrawn = build_datasets(recipe)                                  # without it, the folder as it is now
+    assert ids(redrawn["val"]) != ids(again["val"])
+
+
+def test_a_yolo_split_is_recorded_as_paths_and_old_stems_still_read(tmp_path, demo_recipe, write_yolo):
+    from gluon_yolo3.engine.builders import record_splits
+    folder, _ = write_yolo(tmp_path / "yolo", num_images=10)
+    (folder / "data.yaml").write_text((folder / "data.yaml").read_text().replace("val: images/val\n", ""))
+    drawn = build_datasets(api.load(demo_recipe, [f"data.root={folder}"]))
+    record_splits(drawn, tmp_path / "run")
+    lines = (tmp_path / "run/splits/val.txt").read_text().split()
+    assert all(line.startswith("images/train/") and line.endswith(".png") for line in lines)
+    (tmp_path / "run/splits/val.txt").write_text("".join(f"{Path(line).stem}\n" for line in lines))   # as 0.x wrote
+    again = build_datasets(api.load(demo_recipe, [f"data.root={folder}", f"data.split_dir={tmp_path / 'run/splits'}"]))
+    assert ids(again["val"]) == ids(drawn["val"]) and again["val"].warnings == []
+
+
+@pytest.mark.slow
+def test_eval_data_check_and_resume_read_the_split_the_run_recorded(tmp_path, demo_recipe, write_voc, invoke, sets):
+    """Before: eval drew the split again from the folder as it was now: after one photo was added it evaluated on a
+    training photo and skipped a held-out one, with no warning."""
+    root = voc_folder(tmp_path / "voc", write_voc)
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"_base_: {demo_recipe}\nname: mine\ndata:\n  root: {root}\n")
+    run = tmp_path / "run"
+    assert invoke("train", recipe, "--workdir", run, "--no-progress", *sets(TINY + ["train.epochs=1"])).exit_code == 0
+    recorded = (run / "splits/val.txt").read_text().split()
+    assert api.load(run / "recipe.yaml")["data"]["split_dir"] == str(run / "splits")
+    write_voc(root, {"img10": [("dog", 4, 4, 30, 40, 0)]}, split="extra")
+    for given in (run / "recipe.yaml", recipe):
+        result = invoke("eval", given, "--weights", run, "--no-progress", "--report", tmp_path / "r", *sets(TINY))
+        assert result.exit_code == 0, result.output
+        assert f"data.val: the split recorded in {run / 'splits/val.txt'}" in result.output
+        assert "1 image(s) added, in neither split (img10)" in result.output
+        truth = json.loads((tmp_path / "r/ground_truth_coco.json").read_text())
+        assert [image["file_name"] for image in truth["images"]] == [f"{i}.jpg" for i in recorded]
+    check = invoke("data", "check", run / "recipe.yaml", "--out", tmp_path / "c", "--no-progress", *sets(TINY))
+    assert check.exit_code == 0 and json.loads((tmp_path / "c/data_check.json").read_text())["val"]["images"] == 2
+    resumed = invoke("train", recipe, "--workdir", run, "--resume", "--no-progress", *sets(TINY + ["train.epochs=2"]))
+    assert resumed.exit_code == 0 and f"data.val: 2 images, the split recorded in {run / 'splits/val.txt'}" in \
+        resumed.output
+    assert (run / "splits/val.txt").read_text().split() == recorded
