@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..data.build import build_datasets
+from ..data.build import build_datasets, split_config
 from ..data.check import (check_dataset, class_mismatch, format_check, format_class_mismatch, jsonable_report,
                           recipe_anchors, write_box_histograms)
 from ..engine.preview import draw_training_targets
@@ -40,7 +40,7 @@ def check(recipe: RecipeArg, set_: SetOption = None,
         dataset = build_datasets(cfg, splits=(name,))[name]
         found[name] = getattr(dataset, "found_classes", sorted(dataset.classes))
         reports[name] = check_dataset(dataset, read_images=images, progress=progress)
-        typer.echo(format_check(f"data.{name} ({cfg['data'][name]['type']})", reports[name]))
+        typer.echo(format_check(f"data.{name} ({split_config(cfg['data'], name)['type']})", reports[name]))
     summary = {k: jsonable_report(v) for k, v in reports.items()}
     if len(found) > 1:
         summary["class_mismatch"] = class_mismatch(found)

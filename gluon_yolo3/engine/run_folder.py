@@ -14,6 +14,8 @@ from ..files import WriteError, make_folder
 from ..schema import RecipeError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "checkpoints")     # a folder holding one of these is a run
+# what `data check` and `data show` write into runs/<name> before the run: the run starts beside them
+DATA_FILES = ("data_check", "data_show.png")
 
 
 class RunFolderError(RuntimeError):
@@ -30,8 +32,10 @@ def check_run_name(name: Any) -> str:
 
 
 def holds_other_files(folder: Path) -> bool:
-    """Whether `folder` exists, is not empty and holds no run (none of recipe.yaml, metrics.jsonl, checkpoints/)."""
-    return folder.is_dir() and any(folder.iterdir()) and not any((folder / f).exists() for f in RUN_FILES)
+    """Whether `folder` exists, holds something beyond the data checks' DATA_FILES, and holds no run (none of
+    recipe.yaml, metrics.jsonl, checkpoints/)."""
+    return (folder.is_dir() and any(p.name not in DATA_FILES for p in folder.iterdir())
+            and not any((folder / f).exists() for f in RUN_FILES))
 
 
 def make_run_folder(recipe: Mapping[str, Any], workdir: Optional[str], resume: bool) -> Path:
