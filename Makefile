@@ -4,13 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench docs docs-build
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# numpy is pinned in the same command so that nothing upgrades it past MXNet's reach
-	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,onnx,test]"
+	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,onnx,test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,5 +29,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# the documentation: served at http://127.0.0.1:8000 with live reload; built into site/ as CI builds it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

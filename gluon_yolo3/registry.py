@@ -134,6 +134,12 @@ class Registry:
             out[key] = " ".join(doc.split("\n\n")[0].split())
         return out
 
+    def arguments(self, name: str) -> Optional[List[inspect.Parameter]]:
+        """The arguments entry `name` takes from a recipe, with their defaults (`inspect.Parameter`), following
+        `**kwargs` up a class's bases as `build` checks them; None when it takes any keyword."""
+        parameters = _accepted_parameters(self.get(name))
+        return None if parameters is None else parameters[0]
+
     def __contains__(self, name):
         self.import_builtins()
         return name in self._entries
@@ -175,27 +181,43 @@ _INTERNAL_MODULES = ("mxnet.gluon.block",)
 def _accepted_arguments(obj: Callable) -> Optional[Tuple[List[str], List[str]]]:
     """(arguments, internal arguments) `obj` takes by keyword, following `**kwargs` up a class's bases;
     None if open-ended. The internal ones are those of Gluon's own Block classes."""
-    classes = [c for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else []
-    internal = list(dict.fromkeys(n for c in classes if c.__module__ in _INTERNAL_MODULES
-                                  for n in _keywords(c.__init__) or () if n != "**"))
-    accepted: List[str] = []
-    for function in [c.__init__ for c in classes] or [obj]:
-        names = _keywords(function)
-        if names is None:
+    parameters = _accepted_parameters(obj)
+    if parameters is None:
+        return None
+    public, internal = parameters
+    return [p.name for p in public], internal
+
+
+def _accepted_parameters(obj: Callable) -> Optional[Tuple[List[inspect.Parameter], List[str]]]:
+    """(parameters, internal argument names) as `_accepted_arguments`, with their defaults. A class's chain of
+    `**kwargs` ends at `object`, which takes nothing."""
+    is_class = inspect.isclass(obj)
+    classes = [c for c in obj.__mro__ if "__init__" in vars(c) and c is not object] if is_class else []
+    internal = list(dict.fromkeys(p.name for c in classes if c.__module__ in _INTERNAL_MODULES
+                                  for p in _parameters(c.__init__) or () if p.kind is not p.VAR_KEYWORD))
+    accepted: Dict[str, inspect.Parameter] = {}
+    for function in [c.__init__ for c in classes] if is_class else [obj]:
+        params = _parameters(function)
+        if params is None:
             return None
-        accepted += [n for n in names if n != "**" and n not in accepted]
-        if "**" not in names:
-            return [n for n in accepted if n not in internal], internal
-    return None
+        for p in params:
+            if p.kind is not p.VAR_KEYWORD and p.name not in accepted:
+                accepted[p.name] = p
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    else:
+        if not is_class:
+            return None
+    return [p for name, p in accepted.items() if name not in internal], internal
 
 
-def _keywords(function: Callable) -> Optional[List[str]]:
-    """The names `function` takes by keyword, with "**" for a `**kwargs`; None without a signature."""
+def _parameters(function: Callable) -> Optional[List[inspect.Parameter]]:
+    """The parameters `function` takes by keyword (a `**kwargs` included); None without a signature."""
     try:
         params = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return None
-    return [("**" if p.kind is p.VAR_KEYWORD else n) for n, p in params.items()
+    return [p for n, p in params.items()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD) and n != "self"]
 
 

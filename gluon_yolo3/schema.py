@@ -3,6 +3,8 @@
 `DEFAULTS` is the schema and the defaults in one: a recipe states only what differs. A value must have its
 default's type (an integer is a number; a bool is not; null only where the default is null) and pass its
 rule in `RULES` (ranges, list shapes, choices); `check_value` says which key and what was expected.
+`DESCRIPTIONS` says what each key does; `keys()` lists them. The documentation's recipe reference is made from
+these three, so that it shows what this file holds.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ class RecipeError(ValueError):
     """A recipe that cannot be loaded or that holds a bad key or value; the message names the key."""
 
 
-# The schema: every valid key with its default. `None` means "no default; a value of any type".
+# The schema: every valid key with its default. `None` means "no default; a value of any type". What each key
+# does: DESCRIPTIONS below.
 DEFAULTS: Dict[str, Any] = {
     "name": None,
     "plugins": [],
@@ -25,13 +28,9 @@ DEFAULTS: Dict[str, Any] = {
         "backbone": {"type": "darknet53"},
         "neck": {"type": "yolov3"},
         "head": {"type": "yolov3"},
-        # anchors per scale, finest first, (w, h) in pixels of the network input; `auto`: k-means on the
-        # training boxes when the run starts (3 per scale), written into the run's recipe.yaml
         "anchors": [[[10, 13], [16, 30], [33, 23]],
                     [[30, 61], [62, 45], [59, 119]],
                     [[116, 90], [156, 198], [373, 326]]],
-        # grid sensitivity (Darknet's [yolo] scale_x_y): the decoded centre is sigmoid(t) * s - (s - 1) / 2 in
-        # its cell, so that it reaches the cell's edges; a number, or one per scale (finest first); 1 = YOLOv3
         "scale_x_y": 1.0,
         "norm": {"type": "batchnorm", "momentum": 0.9, "eps": 1.0e-5},
         "nms": {"type": "class_aware", "score_thresh": 0.01, "iou_thresh": 0.45, "topk": 400,
@@ -48,62 +47,137 @@ DEFAULTS: Dict[str, Any] = {
         ],
     },
     "data": {
-        "root": None,                # a dataset folder (Pascal VOC or YOLO txt): train on trainval (else train),
-                                     # validate on test (else val), else a seeded 80/20 split; replaces
-                                     # data.train and data.val
-        "split_dir": None,           # a folder of train.txt and val.txt fixing data.root's split (a run's splits/:
-                                     # train writes it when the folder has no split files); relative to the recipe
+        "root": None,
+        "split_dir": None,
         "train": {"type": "synthetic", "split": "train"},
         "val": {"type": "synthetic", "split": "val"},
-        "classes": None,             # class names; default: the training dataset's
+        "classes": None,
         "transforms": [{"type": "random_flip"}],
-        "resize": "letterbox",       # letterbox | resize: how every image reaches input_size
+        "resize": "letterbox",
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
-        "max_boxes": 100,            # ground-truth boxes kept per image for the ignore mask
+        "max_boxes": 100,
         "num_workers": 1,
-        # multi-scale training: every `every` batches a new input size from min_size..max_size (multiples
-        # of 32), the same for every image (and so every device) of a batch; off while both are null
         "multi_scale": {"min_size": None, "max_size": None, "every": 10},
     },
     "train": {
         "devices": ["cpu:0"],
-        "kvstore": "device",         # device | local | nccl; dist_sync | dist_device_sync: gluon-yolo3 launch
-        "batch_size": 8,             # per worker, split over its devices (global: x workers of a dist job)
+        "kvstore": "device",
+        "batch_size": 8,
         "epochs": 10,
-        "steps": None,               # a budget in steps instead: epochs = ceil(steps / steps per epoch), so
-                                     # that one recipe fits datasets of any size
-        "min_steps": None,           # at least this many steps: epochs = max(epochs, ceil(min_steps / steps per
-                                     # epoch)), so that a small dataset still gets enough updates
+        "steps": None,
+        "min_steps": None,
         "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
         "lr": 0.001,
         "lr_schedule": {"type": "warmup_cosine", "warmup_epochs": 1, "final_lr": 0.0},
         "seed": 0,
         "hybridize": True,
-        "val_every": 1,              # epochs; 0 disables validation during training; auto: ~10 per run
-        "checkpoint_every": 1,       # epochs; auto: ~10 per run
+        "val_every": 1,
+        "checkpoint_every": 1,
         "keep_checkpoints": 2,
-        "log_every": 10,             # steps between metrics lines
-        "no_bias_decay": True,       # no weight decay on biases and BatchNorm gamma/beta
-        "clip_grad_norm": 0.0,       # clip the global L2 norm of the summed gradient to this; 0 = off
-        "ema": None,                 # EMA of the weights for validation and saving: {decay: 0.9998,
-                                     # warmup_steps: 2000}; null = off
-        "amp": None,                 # mixed precision: bfloat16 (CPUs with AMX or AVX512-BF16: convolutions in
-                                     # bfloat16, weights, BatchNorm statistics, loss and update in float32),
-                                     # float16 (GPUs, MXNet AMP); auto = bfloat16 where every device is such a
-                                     # CPU, else float32; null = float32
-        "dist_timeout": 900,         # dist jobs: seconds a worker waits for the others (a step, or rank 0's
-                                     # validation) before it stops with an error; 0 = forever
-        "hooks": [],                 # more training hooks beside the built-ins: [{type: early_stopping, ...}]
-        "init_from": None,           # start from these weights: a run, zoo folder or .params of ours, a Darknet
-                                     # .weights (its .cfg beside it or train.init_cfg), a GluonCV YOLOv3 .params;
-                                     # a path in a recipe file is relative to that file
-        "init_cfg": None,            # the Darknet .cfg of train.init_from, when not beside it
-        "freeze": None,              # {modules: [backbone], epochs: 3, norm: true}: not updated for the first
-                                     # epochs (0: all), BatchNorm statistics too
+        "log_every": 10,
+        "no_bias_decay": True,
+        "clip_grad_norm": 0.0,
+        "ema": None,
+        "amp": None,
+        "dist_timeout": 900,
+        "hooks": [],
+        "init_from": None,
+        "init_cfg": None,
+        "freeze": None,
     },
-    "eval": {"metric": "voc07", "iou_thresh": 0.5, "batch_size": 8},   # detections: model.nms
+    "eval": {"metric": "voc07", "iou_thresh": 0.5, "batch_size": 8},
     "predict": {"score_thresh": 0.3},
+}
+
+# What each key of DEFAULTS does, by key path: the recipe reference of the documentation is made from these, the
+# defaults and the rules (tests/docs checks that every key has a description and every description a key).
+# A registry's name in capitals (BACKBONES) links to its entries there.
+DESCRIPTIONS: Dict[str, str] = {
+    "name": "The run's name: its folder is `runs/<name>` unless `--workdir` says otherwise; null: the recipe "
+            "file's name.",
+    "plugins": "Python files (relative to the recipe) or module names imported before anything is built; "
+               "they register components.",
+    "model.input_size": "The square input size in pixels, a multiple of the backbone's largest stride; also the "
+                        "size of evaluation, prediction and exports.",
+    "model.backbone": "The trunk: a BACKBONES entry and its arguments.",
+    "model.neck": "The neck between trunk and head: a NECKS entry and its arguments.",
+    "model.head": "The output convolutions: a HEADS entry.",
+    "model.anchors": "Anchors per scale, finest first, (w, h) in pixels of the network input; `auto`: k-means on the "
+                     "training boxes when the run starts (3 per scale), written into the run's `recipe.yaml`.",
+    "model.scale_x_y": "Grid sensitivity (Darknet's `[yolo] scale_x_y`): the decoded centre is sigmoid(t) * s - "
+                       "(s - 1) / 2 in its cell, so that it reaches the cell's edges; a number, or one per scale "
+                       "(finest first); 1 = YOLOv3.",
+    "model.norm": "The normalisation layers: `batchnorm` (`momentum`, `eps`), `frozen` (BatchNorm on its running "
+                  "statistics, never updated) or `syncbn` (statistics over the devices; refused on CPU devices).",
+    "model.nms": "Non-maximum suppression after decoding: an NMS entry with `score_thresh`, `iou_thresh`, `topk` "
+                 "(candidates) and `max_det` (kept per image); evaluation uses it too.",
+    "assigner": "Which anchors learn each ground-truth box: an ASSIGNERS entry.",
+    "loss.ignore_iou": "Background predictions whose box overlaps a ground-truth box by more than this IoU are "
+                       "left out of the objectness loss.",
+    "loss.terms": "LOSSES entries, summed with their `weight`s.",
+    "data.root": "A dataset folder (Pascal VOC or YOLO txt): train on trainval (else train), validate on test "
+                 "(else val), else a seeded 80/20 split; replaces `data.train` and `data.val`.",
+    "data.split_dir": "A folder of train.txt and val.txt fixing `data.root`'s split (a run's `splits/`: `train` "
+                      "writes it when the folder has no split files); relative to the recipe.",
+    "data.train": "The training dataset: a DATASETS entry and its arguments.",
+    "data.val": "The validation dataset, also what `eval` scores: a DATASETS entry and its arguments.",
+    "data.classes": "The run's class names; null: the training dataset's.",
+    "data.transforms": "Augmentations applied in order to training images: TRANSFORMS entries.",
+    "data.resize": "How every image reaches `model.input_size`: `letterbox` (aspect ratio kept, padded) or "
+                   "`resize`.",
+    "data.mean": "Per-channel mean (R, G, B) subtracted from pixels / 255.",
+    "data.std": "Per-channel standard deviation (R, G, B) the centred pixels are divided by.",
+    "data.max_boxes": "Ground-truth boxes kept per image for the ignore mask.",
+    "data.num_workers": "DataLoader worker processes (0: in the training process).",
+    "data.multi_scale.min_size": "Multi-scale training: the smallest input size (a multiple of 32); off while "
+                                 "both sizes are null.",
+    "data.multi_scale.max_size": "Multi-scale training: the largest input size (a multiple of 32).",
+    "data.multi_scale.every": "Multi-scale training: a new input size every this many batches, the same for every "
+                              "image (and so every device) of a batch.",
+    "train.devices": "The devices each batch is split over (`cpu:0`, `gpu:0`, ...); `--devices` sets it.",
+    "train.kvstore": "How gradients are summed: `device`, `local` or `nccl`; `dist_sync` and `dist_device_sync` "
+                     "for jobs started by `gluon-yolo3 launch`.",
+    "train.batch_size": "Images per step on each worker, split over its devices (global: times the workers of a "
+                        "distributed job).",
+    "train.epochs": "Passes over the training set.",
+    "train.steps": "A budget in steps instead of `epochs`: epochs = ceil(steps / steps per epoch), so that one "
+                   "recipe fits datasets of any size.",
+    "train.min_steps": "At least this many steps: epochs = max(epochs, ceil(min_steps / steps per epoch)), so that "
+                       "a small dataset still gets enough updates.",
+    "train.optimizer": "An OPTIMIZERS entry and its arguments.",
+    "train.lr": "The base learning rate; the schedule scales it.",
+    "train.lr_schedule": "The learning-rate schedule: an LR_SCHEDULES entry and its arguments.",
+    "train.seed": "Seeds the initialisation, the data order and the augmentation.",
+    "train.hybridize": "Run the network as MXNet's static graph (faster); false: imperative, for debugging.",
+    "train.val_every": "Validate every this many epochs (and after the last); 0: no validation during training; "
+                       "`auto`: about ten times over the run.",
+    "train.checkpoint_every": "A checkpoint every this many epochs (and after the last); `auto`: about ten over "
+                              "the run.",
+    "train.keep_checkpoints": "Epoch checkpoints kept (older ones are deleted; `best.params` stays).",
+    "train.log_every": "Steps between metrics lines.",
+    "train.no_bias_decay": "No weight decay on biases and BatchNorm gamma/beta.",
+    "train.clip_grad_norm": "Clip the global L2 norm of the summed gradient to this; 0 = off.",
+    "train.ema": "EMA of the weights for validation and saving: `{decay: 0.9998, warmup_steps: 2000}`; "
+                 "null = off.",
+    "train.amp": "Mixed precision: `bfloat16` (CPUs with AMX or AVX512-BF16: convolutions in bfloat16; weights, "
+                 "BatchNorm statistics, loss and update in float32), `float16` (GPUs, MXNet AMP); `auto` = bfloat16 "
+                 "where every device is such a CPU, else float32; null = float32.",
+    "train.dist_timeout": "Distributed jobs: seconds a worker waits for the others (a step, or rank 0's "
+                          "validation) before it stops with an error; 0 = forever.",
+    "train.hooks": "More training hooks beside the built-ins: HOOKS entries, e.g. `[{type: early_stopping, "
+                   "patience: 5}]`.",
+    "train.init_from": "Start from these weights: a run, zoo folder or `.params` of ours, a Darknet `.weights` (its "
+                       "`.cfg` beside it or `train.init_cfg`), a GluonCV YOLOv3 `.params`; a path in a recipe file "
+                       "is relative to that file.",
+    "train.init_cfg": "The Darknet `.cfg` of `train.init_from`, when it is not beside the weights.",
+    "train.freeze": "`{modules: [backbone], epochs: 3, norm: true}`: these modules are not updated for the first "
+                    "epochs (0: all), their BatchNorm statistics too.",
+    "eval.metric": "The metric of `eval` and of validation: a METRICS entry (`voc07`, `voc`, `coco`).",
+    "eval.iou_thresh": "The IoU at which a detection matches a ground-truth box (VOC metrics).",
+    "eval.batch_size": "Images per batch in evaluation and validation; the detections come from `model.nms`.",
+    "predict.score_thresh": "Detections scoring at least this are drawn and listed by `predict` (and counted in "
+                            "the confusion matrix and `errors.json` of `eval --report`).",
 }
 
 
@@ -245,11 +319,16 @@ TYPE_RULES = ((bool, Rule(lambda v: isinstance(v, bool), "true or false")),
               (list, Rule(lambda v: isinstance(v, list), "a list")))
 
 
+def rule_of(path: str, default: Any) -> Rule | None:
+    """The rule of key `path`: its own in RULES, else its default's type's; None for an open value."""
+    return RULES.get(path) or next((r for kind, r in TYPE_RULES if isinstance(default, kind)), None)
+
+
 def check_value(path: str, value: Any, default: Any, where: str = "recipe"):
     """Raise RecipeError unless `value` passes the rule of key `path` (RULES, else its default's type)."""
     if value is None and default is None:
         return
-    rule = RULES.get(path) or next((r for kind, r in TYPE_RULES if isinstance(default, kind)), None)
+    rule = rule_of(path, default)
     if rule is not None and not rule.accepts(value):
         raise RecipeError(f"{where}: {path} must be {rule.expected}, got {shown(value)}")
 
@@ -270,3 +349,17 @@ def shown(value: Any, limit: int = SHOWN_LENGTH) -> str:
         return str(value).lower()
     text = _REPR.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def is_component(default: Any) -> bool:
+    """A component config (a mapping with a `type`): one key of the schema, its arguments the registry's."""
+    return isinstance(default, Mapping) and "type" in default
+
+
+def keys(schema: Mapping[str, Any] = DEFAULTS, prefix: str = ""):
+    """Every key of the schema as (dotted path, default), in order: sections are walked, components are keys."""
+    for key, default in schema.items():
+        if isinstance(default, Mapping) and not is_component(default):
+            yield from keys(default, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", default

@@ -25,10 +25,7 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
 
     A box whose class is outside the list is reported in the dataset's `problems` and skipped."""
     data = recipe["data"]
-    bad = [s for s in splits if s not in SPLITS]
-    if bad:
-        raise ValueError(f"unknown split '{bad[0]}': a recipe's data section has the splits "
-                         f"{', '.join(SPLITS)} (data.train, data.val)")
+    check_splits(splits)
     out: Dict[str, Any] = {}
     if classes is None and data.get("classes"):
         classes = list(data["classes"])
@@ -47,9 +44,18 @@ def build_datasets(recipe: Mapping[str, Any], splits=SPLITS, classes=None) -> Di
     return {split: out[split] for split in splits}
 
 
+def check_splits(splits):
+    """ValueError naming the first of `splits` that a recipe's data section does not have."""
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise ValueError(f"unknown split '{bad[0]}': a recipe's data section has the splits "
+                         f"{', '.join(SPLITS)} (data.train, data.val)")
+
+
 def split_config(data: Mapping[str, Any], split: str) -> Dict[str, Any]:
     """The dataset config of one split of a recipe's data section: `data.<split>`, or the folder `data.root`'s
     (with the split recorded in `data.split_dir`, where there is one)."""
+    check_splits((split,))
     if not data.get("root"):
         return dict(data[split])
     cfg = {"type": "folder", "root": data["root"], "split": split}

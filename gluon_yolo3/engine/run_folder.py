@@ -32,6 +32,8 @@ from ..schema import RecipeError
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "checkpoints")     # a folder holding one of these is a run
 LOCK_FILE = ".lock"
+# what `data check` and `data show` write into runs/<name> before the run: the run starts beside them
+DATA_FILES = ("data_check", "data_show.png")
 
 
 class RunFolderError(RuntimeError):
@@ -48,8 +50,9 @@ def check_run_name(name: Any) -> str:
 
 
 def holds_other_files(folder: Path) -> bool:
-    """Whether `folder` exists, is not empty and holds no run (none of recipe.yaml, metrics.jsonl, checkpoints/)."""
-    return (folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir())
+LOCK_FILE = ".lock"
+# what `data check` and `data show` write into runs/<name> before the run: the run starts beside them
+DATA_FILES = ("data_check", "data_show.png")
             and not any((folder / f).exists() for f in RUN_FILES))
 
 

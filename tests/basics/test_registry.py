@@ -112,6 +112,33 @@ def test_var_keyword_constructor_takes_anything():
     assert reg.build({"type": "open", "a": 1}, b=2) == {"a": 1, "b": 2}
 
 
+def test_arguments_follow_kwargs_up_the_bases_with_their_defaults():
+    reg = Registry("PARTS")
+
+    class Base:
+        def __init__(self, weight: float = 1.0):
+            self.weight = weight
+
+    @reg.register("child")
+    class Child(Base):
+        def __init__(self, gamma=2.0, **kwargs):
+            super().__init__(**kwargs)
+
+    @reg.register("plain")
+    class Plain:          # no __init__ of its own: object's takes nothing
+        pass
+
+    @reg.register("open")
+    def open_(size, **kwargs):
+        return kwargs
+
+    assert [(p.name, p.default) for p in reg.arguments("child")] == [("gamma", 2.0), ("weight", 1.0)]
+    assert reg.arguments("plain") == []
+    with pytest.raises(RegistryError, match="'plain' takes no argument 'size'; it accepts: \\(nothing\\)"):
+        reg.build({"type": "plain", "size": 1})
+    assert reg.arguments("open") is None          # a function with **kwargs takes anything
+
+
 def test_duplicate_registration_fails_unless_override(reg):
     with pytest.raises(RegistryError) as info:
         @reg.register("gadget")

@@ -131,9 +131,9 @@ def test_explicit_anchors_that_fit_badly_get_the_command_that_fixes_them(tmp_pat
 
 
 def test_photos_without_boxes_train_as_background_in_the_custom_recipe(tmp_path, repo, write_voc):
-    """README, "Train on your own data": a look-alike photo with an annotation but no <object> stays in the
-    training split, and the recipe's whole chain gives it an all-background target (objectness 0 everywhere,
-    so every cell learns "nothing here"), while a photo with a box gets a positive."""
+    """docs/own-data.md, "When the figure falls short": a look-alike photo with an annotation but no <object> stays
+    in the training split, and the recipe's whole chain gives it an all-background target (objectness 0
+    everywhere, so every cell learns "nothing here"), while a photo with a box gets a positive."""
     root = write_voc(tmp_path / "voc", {"raccoon": [("raccoon", 4, 4, 40, 60, 0)], "cat": []}, split="trainval")
     write_voc(root, {"test": [("raccoon", 4, 4, 40, 60, 0)]}, split="test")
     recipe = api.load(repo / "recipes/custom_voc.yaml", [f"data.root={root}", "train.init_from=null"])

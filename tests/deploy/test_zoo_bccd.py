@@ -1,5 +1,6 @@
-"""The committed BCCD model (zoo/bccd_tiny) reproduces the README's figures on the 72-image test split:
-VOC07 mAP 0.8691 and COCO-style AP50 0.8997 (pycocotools), per class as in the table."""
+"""The committed BCCD model (zoo/bccd_tiny) reproduces its published figures on the 72-image test split: VOC07 mAP
+0.8691 and COCO-style AP50 0.8997 (pycocotools; README.md's results table), per class as in the table of
+docs/experiments.md ("BCCD from scratch"); int8 and bf16 as docs/weights.md and docs/speed.md say."""
 import json
 
 import pytest
@@ -9,8 +10,8 @@ from gluon_yolo3 import amx
 pytestmark = pytest.mark.slow          # 4 to 10 s a test; and `dataset`, from bccd_root
 
 FP32_VOC07 = 0.8691
-README_VOC07 = {"Platelets": 0.8237, "RBC": 0.7996, "WBC": 0.9839}
-README_AP50 = {"Platelets": 0.8758, "RBC": 0.8377, "WBC": 0.9857}
+PUBLISHED_VOC07 = {"Platelets": 0.8237, "RBC": 0.7996, "WBC": 0.9839}
+PUBLISHED_AP50 = {"Platelets": 0.8758, "RBC": 0.8377, "WBC": 0.9857}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,10 @@ def roots(bccd_root):
 
 
 @pytest.mark.parametrize("metric, mean, per_class_key, per_class", [
-    ("voc07", FP32_VOC07, "per_class", README_VOC07),
-    ("coco", 0.8997, "per_class_ap50", README_AP50),
+    ("voc07", FP32_VOC07, "per_class", PUBLISHED_VOC07),
+    ("coco", 0.8997, "per_class_ap50", PUBLISHED_AP50),
 ])
-def test_zoo_model_reproduces_the_readme(roots, tmp_path, metric, mean, per_class_key, per_class, invoke, zoo):
+def test_zoo_model_reproduces_the_published_figures(roots, tmp_path, metric, mean, per_class_key, per_class, invoke, zoo):
     out = tmp_path / "eval.json"
     result = invoke("eval", zoo / "recipe.yaml", "--weights", zoo, "--metric", metric, "--json", out,
                     "--report", tmp_path / "report", "--no-progress", *roots)
@@ -47,7 +48,7 @@ def test_zoo_model_reproduces_the_readme(roots, tmp_path, metric, mean, per_clas
 ])
 def test_int8_loses_under_one_point(roots, tmp_path, runtime, model, label, expected, compared_maps, invoke, zoo):
     """Both int8 paths the package ships (`quantize`, 32 calibration images), ONNX Runtime's and MXNet's: VOC07 mAP
-    0.8685 and 0.8698 against 0.8691 in fp32 on the test split, as the README says; the target allows one point."""
+    0.8685 and 0.8698 against 0.8691 in fp32 on the test split, as docs/weights.md says; the target allows one point."""
     result = invoke("quantize", zoo / "recipe.yaml", "--weights", zoo, "--runtime", runtime, "--calib", 32,
                     "--out", tmp_path / "int8", *roots)
     assert result.exit_code == 0, result.output
@@ -63,7 +64,7 @@ def test_int8_loses_under_one_point(roots, tmp_path, runtime, model, label, expe
 @pytest.mark.skipif(amx.cpu_bf16() is None, reason="this CPU has no bfloat16 (amx_bf16, avx512_bf16)")
 def test_bf16_inference_matches_fp32(roots, tmp_path, compared_maps, invoke, zoo):
     """`eval --precision bfloat16` (convolutions in bfloat16, no calibration): VOC07 0.8689 against 0.8691 in
-    fp32, as the README says; within the same one point int8 is allowed."""
+    fp32, as docs/speed.md says; within the same one point int8 is allowed."""
     result = invoke("eval", zoo / "recipe.yaml", "--weights", zoo, "--precision", "bfloat16", "--no-progress",
                     "--report", tmp_path / "report", *roots)
     assert result.exit_code == 0, result.output

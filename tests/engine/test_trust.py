@@ -301,6 +301,20 @@ def test_a_folder_holding_other_files_is_refused(tmp_path, elsewhere, demo_recip
         assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+
+@pytest.mark.slow
+def test_a_run_starts_beside_what_data_check_and_data_show_wrote(elsewhere, demo_recipe, invoke, sets):
+    """docs/own-data.md's order, data check, data show, then train, all into runs/<name>: the run starts there and
+    the checks' files stay."""
+    tiny = sets(TINY + ["train.epochs=1", "name=mine"])
+    assert invoke("data", "check", demo_recipe, "--no-progress", *tiny).exit_code == 0
+    assert invoke("data", "show", demo_recipe, "--count", 2, *tiny).exit_code == 0
+    result = invoke("train", demo_recipe, "--no-progress", *tiny)
+    assert result.exit_code == 0, result.output
+    folder = elsewhere / "runs" / "mine"
+    assert {"data_check", "data_show.png", "recipe.yaml", "checkpoints"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "data_check/data_check.json").is_file()
+
 # ---- failed writes: "cannot write PATH: reason", exit 2, what was saved stays ---------------------------
 
 @pytest.mark.parametrize("where", ["read-only", "a file", "under a file"])
