@@ -50,9 +50,9 @@ def check_run_name(name: Any) -> str:
 
 
 def holds_other_files(folder: Path) -> bool:
-LOCK_FILE = ".lock"
-# what `data check` and `data show` write into runs/<name> before the run: the run starts beside them
-DATA_FILES = ("data_check", "data_show.png")
+    """Whether `folder` exists, holds something beyond the run lock and the data checks' DATA_FILES, and holds no
+    run (none of recipe.yaml, metrics.jsonl, checkpoints/)."""
+    return (folder.is_dir() and any(p.name != LOCK_FILE and p.name not in DATA_FILES for p in folder.iterdir())
             and not any((folder / f).exists() for f in RUN_FILES))
 
 
