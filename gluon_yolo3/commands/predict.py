@@ -18,7 +18,8 @@ def predict(recipe: RecipeArg,
             images: List[Path] = typer.Argument(..., help="Image files."),
             weights: Optional[Path] = typer.Option(None, help="A .params file, a run folder or a zoo folder."),
             exported: Optional[Path] = typer.Option(None, help="Instead of --weights: a folder written by "
-                                                               "`export --format mxnet` (or `quantize`)."),
+                                                               "`export --format mxnet` or `--format openvino` "
+                                                               "(or `quantize`)."),
             onnx: Optional[Path] = typer.Option(None, help="Instead of --weights: an ONNX file written by "
                                                            "`export --format onnx` (onnxruntime + numpy NMS)."),
             out: Path = typer.Option(Path("predictions"), help="Folder for drawn images and detections.json."),
