@@ -1,7 +1,7 @@
 """OpenVINO out (`export --format openvino`, `quantize --runtime openvino`): the COCO zoo model's IR gives the MXNet
 model's float32 detections on Darknet's dog.jpg (shipped in zoo/), at any batch and multiple of 32; predict, eval and
-benchmark take it; bfloat16 on a CPU without it and a missing openvino extra get clear errors; int8 finds on Darknet's
-sample photos what float32 finds. int8 and bf16 mAP on BCCD: test_zoo_bccd.py."""
+benchmark take it; bfloat16 on a CPU without it and a missing openvino extra get clear errors; int8 and bf16 find on
+Darknet's sample photos what float32 finds. int8 and bf16 mAP on BCCD: test_zoo_bccd.py."""
 import copy
 import json
 import sys
@@ -138,22 +138,29 @@ def photos(repo):
 
 
 @pytest.mark.dataset
-def test_int8_finds_on_darknets_photos_what_float32_finds(coco, photos, invoke, tmp_path):
-    """Calibrated on 32 raccoon photos (COCO itself is not here): on each of Darknet's 7 sample photos, the same
-    classes as many times as the float32 model, each box on a float32 box of its class (IoU >= 0.7; VOC counts 0.5 a hit)."""
+def test_int8_and_bf16_find_on_darknets_photos_what_float32_finds(coco, photos, invoke, tmp_path):
+    """int8 calibrated on 32 raccoon photos (COCO itself is not here), and bf16 where the CPU has it: on each of
+    Darknet's 7 sample photos, the same classes as many times as the float32 model, each box on a float32 box of its
+    class (IoU >= 0.7; VOC counts 0.5 a hit)."""
     recipe, zoo, _ = coco
     raccoon, samples = photos
-    result = invoke("quantize", recipe, "--weights", zoo, "--runtime", "openvino", "--calib", 32,
-                    "--set", f"data.root={raccoon}", "--out", tmp_path / "int8")
-    assert result.exit_code == 0, result.output
+    commands = {"int8": ["quantize", recipe, "--weights", zoo, "--runtime", "openvino", "--calib", 32,
+                         "--set", f"data.root={raccoon}", "--out", tmp_path / "int8"]}
+    if amx.cpu_bf16():
+        commands["bf16"] = ["export", recipe, "--weights", zoo, "--format", "openvino", "--precision", "bfloat16",
+                            "--out", tmp_path / "bf16"]
+    for kind, command in commands.items():
+        result = invoke(*command)
+        assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "int8/deploy.json").read_text())["precision"] == "int8"
     found = 0
     for image in samples:
         reference = detections(invoke, recipe, image, tmp_path / "mx", "--weights", zoo)
-        got = detections(invoke, recipe, image, tmp_path / "int8_pred", "--exported", tmp_path / "int8")
-        assert sorted(d["class"] for d in got) == sorted(d["class"] for d in reference), image.name
-        for d in got:
-            twins = np.array([r["box"] for r in reference if r["class"] == d["class"]], np.float32)
-            assert iou_pairs(np.array([d["box"]], np.float32), twins).max() >= 0.7, (image.name, d)
-        found += len(got)
+        for kind in commands:
+            got = detections(invoke, recipe, image, tmp_path / f"{kind}_pred", "--exported", tmp_path / kind)
+            assert sorted(d["class"] for d in got) == sorted(d["class"] for d in reference), (kind, image.name)
+            for d in got:
+                twins = np.array([r["box"] for r in reference if r["class"] == d["class"]], np.float32)
+                assert iou_pairs(np.array([d["box"]], np.float32), twins).max() >= 0.7, (kind, image.name, d)
+        found += len(reference)
     assert found >= 15
