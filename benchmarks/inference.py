@@ -35,6 +35,7 @@ alone (`speed.timing.conv_ceiling`): roughly what fp32 convolutions reach on the
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -167,7 +168,8 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
                   f"fp32/this {base / value:5.2f}x" + (f"   GluonCV fp32/this {gcv / value:5.2f}x" if gcv else "")
                   + f"   load + first call {first[key]:6.2f} s")
         out["batches"][str(batch)] = rows
-        del runtimes, loads
+        del runtimes, loads, call
+        gc.collect()        # Gluon blocks hold reference cycles: free this batch's models before the next ones load
     return out
 
 
