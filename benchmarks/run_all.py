@@ -1,7 +1,8 @@
 """Every benchmark in one run: training step, inference, optimizer update, data pipeline -> results/<date>.json, .md.
 
-    python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores)
-    python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there)
+    python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores before the OpenVINO and
+                                            # yolov3-tiny rows came; more with them)
+    python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there, before them)
 
 Each benchmark runs in its own process (one after the other, never side by side), prints its own
 table, and hands its figures back as JSON; this script gathers them with the date and the machine (CPU
