@@ -32,6 +32,9 @@ def export(recipe: RecipeArg, weights: WeightsOption,
         raise ValueError(f"--format must be mxnet, onnx or openvino, got {format_!r}")
     if precision is not None and format_ == "onnx":
         raise ValueError("--precision bfloat16 is for --format mxnet or openvino (ONNX Runtime runs float32 or int8)")
+    if format_ == "openvino" and (not dynamic or batch_size != 1):
+        raise ValueError("--no-dynamic and --batch-size are for --format onnx: an OpenVINO IR takes any batch size and "
+                         "input size multiple of 32 (each shape is compiled at its first call)")
     cfg = load_recipe(recipe, set_)
     if format_ == "mxnet":
         summary = export_mxnet(cfg, weights, out, precision=precision)

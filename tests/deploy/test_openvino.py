@@ -83,6 +83,14 @@ def test_the_ir_runs_any_batch_and_multiple_of_32(coco, exported):
     assert set(detector.requests) == {(2, 3, 320, 320), (3, 3, 96, 96)}     # one compiled model per shape
 
 
+def test_export_refuses_the_fixed_shape_options_of_onnx(coco, invoke, tmp_path):
+    recipe, zoo, _ = coco
+    for extra in (["--no-dynamic"], ["--batch-size", 8]):
+        result = invoke("export", recipe, "--weights", zoo, "--format", "openvino", "--out", tmp_path / "ov", *extra)
+        assert result.exit_code == 2 and "are for --format onnx" in result.output, result.output
+    assert not (tmp_path / "ov").exists()
+
+
 def test_benchmark_times_the_openvino_model(coco, exported, invoke, tmp_path):
     recipe, zoo, _ = coco
     out = tmp_path / "speed.json"
