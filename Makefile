@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# numpy is pinned in the same command so that nothing upgrades it past MXNet's reach
-	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,onnx,test,docs]"
+	$(PY) -m pip install -q "numpy==1.23.5" -e ".[cpu,onnx,openvino,test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,7 +1,8 @@
 """Every benchmark in one run: training step, inference, video, optimizer update, data pipeline -> results/<date>.json, .md.
 
-    python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores)
-    python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there)
+    python benchmarks/run_all.py            # full repeats (about half an hour on 2 cores before the OpenVINO and
+                                            # yolov3-tiny rows came; more with them)
+    python benchmarks/run_all.py --quick    # fewer repeats (about 15 minutes there, before them)
 
 Each benchmark runs in its own process (one after the other, never side by side), prints its own
 table, and hands its figures back as JSON; this script gathers them with the date and the machine (CPU
@@ -25,11 +26,24 @@ import re
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
-TARGETS = {"train": 1.25, "infer_fp32": 1.2, "infer_fastest": 3.0, "data": 3.0}
+TARGETS = {"train": 1.25, "infer_fp32": 1.2, "infer_mxnet_int8": 3.0, "infer_bf16": 6.0,
+           "infer_fastest": {"1": 10.0, "8": 12.0}, "data": 3.0}
+FASTEST = "openvino int8"       # the runtime the fastest-inference target is for
+
+
+def inference_target(key: str, batch: str) -> str:
+    """The target of an inference row (ours / GluonCV fp32, darknet53), or "-"."""
+    if key.startswith("mxnet fp32"):
+        return f">= {TARGETS['infer_fp32']}x"
+    if key == FASTEST and batch in TARGETS["infer_fastest"]:
+        return f">= {TARGETS['infer_fastest'][batch]:g}x (fastest)"
+    return {"mxnet int8": f">= {TARGETS['infer_mxnet_int8']:g}x",
+            "openvino bf16": f">= {TARGETS['infer_bf16']:g}x"}.get(key, "-")
 
 
 def machine() -> Dict[str, Any]:
@@ -47,7 +61,16 @@ def machine() -> Dict[str, Any]:
     import mxnet as mx
     return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical_cores(),
             "python": platform.python_version(), "mxnet": mx.__version__, "platform": platform.platform(),
-            "amx_int8": amx_enabled(), "bf16": cpu_bf16()}
+            "amx_int8": amx_enabled(), "bf16": cpu_bf16(), "onnxruntime": installed("onnxruntime"),
+            "openvino": installed("openvino")}
+
+
+def installed(package: str) -> str | None:
+    """The installed version of `package`, or None."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def run(script: str, args: List[str], threads: int, mxnet_defaults: bool = False) -> str:
@@ -85,7 +108,8 @@ def data_figures(text: str) -> Dict[str, float]:
 def markdown(result: Dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"# Benchmarks, {result['date']}" + (" (quick)" if result["quick"] else ""), "",
-             f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, Python {m['python']}; "
+             f"Machine: {m['cpu']}, {m['cores']} logical cores; MXNet {m['mxnet']}, onnxruntime "
+             f"{m.get('onnxruntime')}, OpenVINO {m.get('openvino')}, Python {m['python']}; "
              + ("MXNet int8 on AMX tiles (gluon_yolo3/amx.py)" if m.get("amx_int8") else "no AMX for MXNet int8")
              + (f"; bfloat16 on the CPU's {m['bf16']}." if m.get("bf16") else "; no bfloat16 on this CPU."),
              f"Command: `{result['command']}`. Ratios are ours / GluonCV (speed), all from this one run, both "
@@ -108,10 +132,10 @@ def markdown(result: Dict[str, Any]) -> str:
             for key, row in rows.items():
                 if key.startswith("gluoncv"):
                     continue
-                target = ((">= 1.2x" if key.startswith("mxnet fp32") else "-" if key == "mxnet bf16" else
-                           ">= 3x (fastest)") if gcv else "-")
+                target = inference_target(key, batch) if gcv else "-"
+                first = f", first call {row['first_call_s']:.1f} s" if "first_call_s" in row else ""
                 lines.append(f"| inference {key}, {model}, batch {batch} | {row['ms']:.1f} ms, "
-                             f"{row['gflops']:.0f} GFLOP/s | "
+                             f"{row['gflops']:.0f} GFLOP/s{first} | "
                              + (f"{gcv['ms']:.1f} ms fp32 ({rows['gluoncv fused']['ms']:.1f} ms fused) | "
                                 f"{row['vs_gluoncv_fp32']:.2f}x | {target} |" if gcv else "- | - | - |"))
     epoch = result["train_step"].get("epoch", {})

@@ -26,7 +26,8 @@ def benchmark(recipe: RecipeArg,
               fuse: FuseOption = None, precision: PrecisionOption = None,
               deployed: Optional[List[Path]] = typer.Option(
                   None, help="Also time this exported or quantized model (an int8 folder from `quantize`, an "
-                             "export folder, an .onnx file), at the same batch sizes. Repeatable."),
+                             "export folder (MXNet, OpenVINO), an .onnx file), at the same batch sizes. "
+                             "Repeatable."),
               devices: DevicesOption = None,
               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures here."),
               set_: SetOption = None):

@@ -33,8 +33,8 @@ def evaluate(recipe: RecipeArg, weights: WeightsOption, set_: SetOption = None,
                             "a split other than val adds _<split>)."),
              progress: ProgressOption = True,
              deployed: Optional[Path] = typer.Option(None, help="Also evaluate this int8 folder (`quantize`), "
-                                                                "export folder or .onnx file and print its mAP "
-                                                                "beside --weights'."),
+                                                                "export folder (MXNet, OpenVINO) or .onnx file and "
+                                                                "print its mAP beside --weights'."),
              fuse: FuseOption = None, precision: PrecisionOption = None):
     """Evaluate weights on the recipe's validation data; print a per-class AP table and write a report. With
     --precision bfloat16, also the float32 mAP and the difference. A run folder given as --weights is scored with

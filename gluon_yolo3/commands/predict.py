@@ -24,7 +24,8 @@ def predict(recipe: RecipeArg,
             sources: List[str] = typer.Argument(..., metavar="SOURCE...", help=SOURCES_HELP),
             weights: Optional[Path] = typer.Option(None, help="A .params file, a run folder or a zoo folder."),
             exported: Optional[Path] = typer.Option(None, help="Instead of --weights: a folder written by "
-                                                               "`export --format mxnet` (or `quantize`)."),
+                                                               "`export --format mxnet` or `--format openvino` "
+                                                               "(or `quantize`)."),
             onnx: Optional[Path] = typer.Option(None, help="Instead of --weights: an ONNX file written by "
                                                            "`export --format onnx` (onnxruntime + numpy NMS)."),
             out: Path = typer.Option(Path("predictions"), help="Folder for drawings, detections.json, annotated "

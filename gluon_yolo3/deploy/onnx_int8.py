@@ -75,9 +75,10 @@ class ImageReader:
 
 
 def quantize_onnx(recipe: Mapping[str, Any], weights, out, calib: int = 32, calib_mode: str = "naive",
-                  batch_size: int = 1, quantize_head: bool = False) -> Dict[str, Any]:
+                  batch_size: int = 1, quantize_head: bool = False, dynamic: bool = False) -> Dict[str, Any]:
     """Quantize the recipe's detector with `weights` for ONNX Runtime; write `out/model.onnx` (input fixed to
-    `(batch_size, 3, S, S)`) and `out/deploy.json` (format onnx, precision int8). Returns a summary."""
+    `(batch_size, 3, S, S)`, or with `dynamic` any batch size and multiple of 32, calibrated `batch_size` images
+    at a time) and `out/deploy.json` (format onnx, precision int8). Returns a summary."""
     # onnx and onnxruntime: the optional onnx extra, slow to import; only when this runs
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -92,7 +93,7 @@ def quantize_onnx(recipe: Mapping[str, Any], weights, out, calib: int = 32, cali
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="gluon_yolo3_onnx_int8_") as work:
         work = Path(work)
-        fp32 = export_onnx(recipe, weights, work / "fp32", batch_size=batch_size, dynamic=False)
+        fp32 = export_onnx(recipe, weights, work / "fp32", batch_size=batch_size, dynamic=dynamic)
         info = json.loads((work / "fp32" / DEPLOY_FILE).read_text())
         folded = work / "folded.onnx"
         quant_pre_process(fp32["onnx"], str(folded), skip_symbolic_shape=True)

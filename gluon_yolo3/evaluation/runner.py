@@ -86,10 +86,10 @@ def evaluate(net, dataset, recipe: Mapping[str, Any], spec: InputSpec, contexts:
 
 def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Optional[str] = None,
                       split: str = "val", progress: bool = True):
-    """(metric result, per-image detections) of an exported or quantized model (an int8 folder, an MXNet
-    export folder or an .onnx file) on the recipe's `split` dataset, with the model's class list.
+    """(metric result, per-image detections) of an exported or quantized model (an int8 folder, an MXNet or
+    OpenVINO export folder or an .onnx file) on the recipe's `split` dataset, with the model's class list.
 
-    The result gets `"model": <format>` (int8, mxnet, onnx). The model must be fed as the recipe feeds its
+    The result gets `"model": <format>` (`inference.deployed.deployed_label`: int8, mxnet, onnx, openvino-int8, ...). The model must be fed as the recipe feeds its
     network (input size, resize, mean, std): ValueError naming the difference otherwise."""
     contexts = parse_devices(devices or recipe["train"]["devices"])[:1]
     detector = load_deployed(path, contexts[0])

@@ -1,5 +1,5 @@
 """Exported and quantized models, loaded and run: an MXNet export folder, an ONNX file (onnxruntime + numpy
-NMS), an int8 folder (MXNet oneDNN).
+NMS), an int8 folder (MXNet oneDNN), an OpenVINO folder (`openvino_model`).
 
     det = load_deployed("deploy/onnx/model.onnx")   # or an export folder, or a quantized folder
     ids, scores, boxes = det(x)                      # x (B, 3, H, W) float32, normalised as det.spec says
@@ -22,9 +22,11 @@ import numpy as np
 from mxnet import gluon
 
 from ..data.feed import InputSpec
-from ..postprocess.decode import YOLODecoder, decode, detection_scores, detection_scores_np
+from ..postprocess.decode import YOLODecoder, decode, detection_scores
 from ..postprocess.numpy_nms import build_numpy_nms
 from ..registry import NMS
+from .decoded import NumpyNMSDetector, as_numpy
+from .openvino_model import OpenVINODetector
 from .predictor import Predictor
 
 DEPLOY_FILE = "deploy.json"
@@ -40,16 +42,6 @@ def read_deploy_info(folder) -> Dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
-
-
-def _as_numpy(x):
-    return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x, dtype=np.float32)
-
-
-def _like_input(x, arrays):
-    if hasattr(x, "asnumpy"):
-        return tuple(mx.nd.array(a, ctx=x.context) for a in arrays)
-    return tuple(arrays)
 
 
 class ExportedMXNet:
@@ -76,7 +68,7 @@ class ExportedMXNet:
         return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
 
 
-class OnnxDetector:
+class OnnxDetector(NumpyNMSDetector):
     """An ONNX export run by onnxruntime, then the recipe's NMS in numpy."""
 
     def __init__(self, path, nms: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
@@ -107,7 +99,7 @@ class OnnxDetector:
         """The network's outputs without NMS: boxes `(B, T, 4)`, objectness `(B, T)`, class_scores `(B, T, C)`.
 
         A model exported with a fixed batch size runs on `x` chunk by chunk (the last chunk padded)."""
-        x = _as_numpy(x).astype(np.float32)
+        x = as_numpy(x).astype(np.float32)
         names = [o.name for o in self.session.get_outputs()]
         step = self.batch or len(x)
         parts = []
@@ -119,11 +111,6 @@ class OnnxDetector:
             values = self.session.run(None, {self.input_name: chunk})
             parts.append([v[:step - pad] for v in values])
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
-
-    def __call__(self, x):
-        out = self.outputs(x)
-        scores = detection_scores_np(out["objectness"], out["class_scores"])
-        return _like_input(x, self.nms(out["boxes"], scores))
 
 
 def onnx_info(path) -> Dict[str, Any]:
@@ -140,16 +127,20 @@ def onnx_info(path) -> Dict[str, Any]:
 
 
 def deployed_label(info: Mapping[str, Any]) -> str:
-    """What runs a deployed model: "mxnet", "mxnet-bf16", "onnx", "int8" (MXNet's), "onnx-int8" (onnxruntime's)."""
+    """What runs a deployed model: "mxnet", "mxnet-bf16", "onnx", "int8" (MXNet's), "onnx-int8" (onnxruntime's),
+    "openvino", "openvino-bf16", "openvino-int8"."""
     suffix = {"int8": "-int8", "bfloat16": "-bf16"}.get(info.get("precision"), "")
     return str(info.get("format")) + suffix
 
 
 def load_deployed(path, ctx=None):
-    """A detector from an ONNX file, an MXNet export folder or an int8 (quantized) folder."""
+    """A detector from an ONNX file, an MXNet export folder, an int8 (quantized) folder, or an OpenVINO folder or
+    .xml file."""
     path = Path(path)
     if path.is_file() and path.suffix == ".onnx":
         return OnnxDetector(path)
+    if path.is_file() and path.suffix == ".xml":
+        return OpenVINODetector(path)
     if path.is_file() and path.name == DEPLOY_FILE:
         path = path.parent
     info = read_deploy_info(path)
@@ -159,6 +150,8 @@ def load_deployed(path, ctx=None):
         return load_quantized(path, ctx)
     if info.get("format") == "onnx":
         return OnnxDetector(path / info["file"])
+    if info.get("format") == "openvino":
+        return OpenVINODetector(path / info["file"])
     raise ValueError(f"{path / DEPLOY_FILE}: unknown format {info.get('format')!r}")
 
 

@@ -16,7 +16,8 @@ from mxnet import autograd
 import numpy as np
 
 from ..engine.trainer import Trainer
-from ..inference.deployed import OnnxDetector, deployed_label, load_deployed
+from ..inference.decoded import NumpyNMSDetector
+from ..inference.deployed import deployed_label, load_deployed
 from ..inference.detector import class_names, load_detector
 from ..models.detector import build_detector
 
@@ -104,17 +105,17 @@ def batch_latency(detector, size: int, batch_sizes: Sequence[int], runs: int, ct
 
 def deployed_latency(path, batch_sizes: Sequence[int] = (1, 8), runs: int = 10, ctx=None,
                      size: Optional[int] = None, gflop_per_image: Optional[float] = None) -> Dict[str, Any]:
-    """Latency of an exported or quantized model (`inference.deployed.load_deployed`: an int8 folder, an MXNet export
-    folder, an .onnx file), NMS included, outputs copied to numpy, at its input size (ValueError if `size` is
-    given and differs). onnxruntime gets numpy input; a model exported at a fixed batch runs larger batches
-    chunk by chunk.
+    """Latency of an exported or quantized model (`inference.deployed.load_deployed`: an int8 folder, an MXNet or
+    OpenVINO export folder, an .onnx file), NMS included, outputs copied to numpy, at its input size (ValueError if
+    `size` is given and differs). onnxruntime and OpenVINO get numpy input; an ONNX model exported at a fixed batch
+    runs larger batches chunk by chunk.
     -> {"model" (deployed_label), "size", "batches": {B: {"ms", "img_s"[, "gflops"]}}}."""
     detector = load_deployed(path, ctx)
     if size is not None and int(detector.info["input_size"]) != int(size):
         raise ValueError(f"'{path}' was exported at {detector.info['input_size']} px, not {size}: time it with "
                          f"the recipe it was exported from")
     size = int(detector.info["input_size"])
-    as_numpy = isinstance(detector, OnnxDetector)
+    as_numpy = isinstance(detector, NumpyNMSDetector)
     return {"model": deployed_label(detector.info), "size": size,
             "batches": batch_latency(detector, size, batch_sizes, runs, None if as_numpy else (ctx or mx.cpu()),
                                      gflop_per_image)}

@@ -88,7 +88,7 @@ def test_eval_reports_onnx_int8_map_beside_fp32(quantized, tmp_path, compared_ma
 
 def test_quantize_onnx_rejects_bad_arguments(tmp_path, demo_sets, invoke, sets, trained_demo):
     recipe, run = trained_demo
-    for args, message in ((["--runtime", "tensorrt"], "mxnet or onnxruntime"),
+    for args, message in ((["--runtime", "tensorrt"], "mxnet, onnxruntime or openvino"),
                           (["--runtime", "onnxruntime", "--calib", 2, "--batch-size", 4], "at least the batch size"),
                           (["--runtime", "onnxruntime", "--calib-mode", "kl"], "naive, entropy")):
         result = invoke("quantize", recipe["_file_"], "--weights", run, "--out", tmp_path / "q", *args,
