@@ -67,6 +67,7 @@ DEFAULTS: Dict[str, Any] = {
         "epochs": 10,
         "steps": None,
         "min_steps": None,
+        "max_steps": None,
         "optimizer": {"type": "sgd", "momentum": 0.9, "wd": 5.0e-4},
         "lr": 0.001,
         "lr_schedule": {"type": "warmup_cosine", "warmup_epochs": 1, "final_lr": 0.0},
@@ -145,6 +146,8 @@ DESCRIPTIONS: Dict[str, str] = {
                    "recipe fits datasets of any size.",
     "train.min_steps": "At least this many steps: epochs = max(epochs, ceil(min_steps / steps per epoch)), so that "
                        "a small dataset still gets enough updates.",
+    "train.max_steps": "At most this many steps (whole epochs, at least one): epochs = min(epochs, floor(max_steps / "
+                       "steps per epoch)), so that a large dataset stays within a time budget; after min_steps.",
     "train.optimizer": "An OPTIMIZERS entry and its arguments.",
     "train.lr": "The base learning rate; the schedule scales it.",
     "train.lr_schedule": "The learning-rate schedule: an LR_SCHEDULES entry and its arguments.",
@@ -296,6 +299,7 @@ RULES: Dict[str, Rule] = {
     "train.checkpoint_every": _or_auto(_integer(1)),
     "train.steps": _integer(1),
     "train.min_steps": _integer(1),
+    "train.max_steps": _integer(1),
     "train.init_from": Rule(_is_text, "a path to weights (a folder, a .params or a Darknet .weights file)"),
     "train.init_cfg": Rule(_is_text, "a path to a Darknet .cfg file"),
     "train.freeze": Rule(_is_freeze, "a mapping like {modules: [backbone], epochs: 3, norm: true}"),

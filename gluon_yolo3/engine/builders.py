@@ -175,10 +175,10 @@ def check_boxes(dataset, max_boxes: int, log: Callable[[str], None]):
 
 def epochs_for(train_cfg: Dict[str, Any], images: int, batch_size: int, workers: int, log) -> int:
     """The run's epochs: `train.epochs`; with a step budget (`train.steps`) as many as it takes; with
-    `train.min_steps`, at least as many as that takes. The count is written into `train_cfg` (and so into the
-    run's recipe.yaml)."""
-    steps, min_steps = train_cfg.get("steps"), train_cfg.get("min_steps")
-    if not steps and not min_steps:
+    `train.min_steps`, at least as many as that takes, and with `train.max_steps` at most as many as fit in it
+    (whole epochs, at least one). The count is written into `train_cfg` (and so into the run's recipe.yaml)."""
+    steps, min_steps, max_steps = (train_cfg.get(k) for k in ("steps", "min_steps", "max_steps"))
+    if not steps and not min_steps and not max_steps:
         return int(train_cfg["epochs"])
     per_epoch = max(1, (images // workers) // batch_size)
     if steps:
@@ -186,9 +186,13 @@ def epochs_for(train_cfg: Dict[str, Any], images: int, batch_size: int, workers:
         log(f"train.steps {steps}: {train_cfg['epochs']} epochs of {per_epoch} steps")
     else:
         epochs = int(train_cfg["epochs"])
-        train_cfg["epochs"] = max(epochs, math.ceil(int(min_steps) / per_epoch))
-        log(f"train.epochs {epochs}, train.min_steps {min_steps}: {train_cfg['epochs']} epochs of {per_epoch} "
-            f"steps ({train_cfg['epochs'] * per_epoch} steps)")
+        if min_steps:
+            train_cfg["epochs"] = max(train_cfg["epochs"], math.ceil(int(min_steps) / per_epoch))
+        if max_steps:
+            train_cfg["epochs"] = max(1, min(train_cfg["epochs"], int(max_steps) // per_epoch))
+        bounds = ", ".join(f"train.{k} {v}" for k, v in (("min_steps", min_steps), ("max_steps", max_steps)) if v)
+        log(f"train.epochs {epochs}, {bounds}: {train_cfg['epochs']} epochs of {per_epoch} steps "
+            f"({train_cfg['epochs'] * per_epoch} steps)")
     return int(train_cfg["epochs"])
 
 

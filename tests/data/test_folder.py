@@ -105,6 +105,19 @@ def test_min_steps_raises_the_epochs_of_a_small_dataset_only(images, epochs, exp
     assert f"train.min_steps 400: {expected} epochs of {max(1, images // 16)} steps" in logged[0]
 
 
+@pytest.mark.parametrize("images, expected", [
+    (150, 45),         # 9 steps per epoch: min_steps 400 -> 45 epochs (405 steps), under the 1000
+    (657, 24),         # 41 steps per epoch: 30 epochs are 1230 steps, over the 1000: 24 epochs (984 steps)
+    (20000, 1),        # 1250 steps per epoch: one epoch, though over the budget
+])
+def test_max_steps_lowers_the_epochs_of_a_large_dataset_only(images, expected):
+    from gluon_yolo3.engine.builders import epochs_for
+    cfg, logged = {"epochs": 30, "steps": None, "min_steps": 400, "max_steps": 1000}, []
+    assert epochs_for(cfg, images, 16, 1, logged.append) == expected == cfg["epochs"]
+    assert (f"train.epochs 30, train.min_steps 400, train.max_steps 1000: {expected} epochs of {images // 16} steps"
+            in logged[0])
+
+
 def test_anchors_auto_are_fitted_logged_and_written(tmp_path, demo_recipe):
     recipe = api.load(demo_recipe, TINY + ["data.train.image_size=64", "data.val.image_size=64",
                                            "data.train.num_images=40", "data.val.num_images=2", "train.epochs=1",
