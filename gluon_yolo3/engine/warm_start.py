@@ -151,7 +151,8 @@ def _head_rows(param, value, source_classes, classes, name, where):
 
 
 def feed_differences(source: Mapping[str, Any], recipe: Mapping[str, Any]) -> List[str]:
-    """How the recipe feeds its network differently from how the source was trained (a poorer start)."""
+    """How the recipe feeds its network differently from how the source was trained (a poorer start), and decodes
+    its outputs differently (re-learnt at first)."""
     out = []
     for key in ("mean", "std"):
         mine, theirs = [float(v) for v in recipe["data"][key]], [float(v) for v in source["data"][key]]
@@ -163,9 +164,11 @@ def feed_differences(source: Mapping[str, Any], recipe: Mapping[str, Any]) -> Li
     eps_theirs = float((source["model"].get("norm") or {}).get("eps", 1e-5))
     if eps_mine != eps_theirs:
         out.append(f"model.norm.eps is {eps_mine:g} here, {eps_theirs:g} in the source")
+    out = [f"{line} (a poorer start: feed the network as the source was trained)" for line in out]
     mine, theirs = recipe["model"].get("scale_x_y", 1.0), source["model"].get("scale_x_y", 1.0)
     if mine != theirs:     # the head learnt its centre outputs for the source's grid sensitivity
-        out.append(f"model.scale_x_y is {mine} here, {theirs} in the source")
+        out.append(f"model.scale_x_y is {mine} here, {theirs} in the source: the head's centre outputs are "
+                   f"re-learnt in the first steps")
     return out
 
 
@@ -180,7 +183,7 @@ def start_from(recipe: Mapping[str, Any], net, classes: Sequence[str], run_dir: 
         f"re-initialised, {report['ignored']} ignored ({modules})"
         + (f"; head rows copied for {', '.join(report['classes_copied'])}" if report["classes_copied"] else ""))
     for line in report["feed_differences"]:
-        log(f"warning: train.init_from: {line} (a poorer start: feed the network as the source was trained)")
+        log(f"warning: train.init_from: {line}")
     if write:
         atomic_write_text(Path(run_dir) / "init_from.json", json.dumps(report, indent=1))
     return report
