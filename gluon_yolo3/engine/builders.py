@@ -145,7 +145,7 @@ def log_problems(datasets: Mapping[str, Any], log: Callable[[str], None], limit:
             log(f"data.{split}: {len(dataset)} images, {dataset.split_source}")
         problems = getattr(dataset, "problems", [])
         for problem in problems[:limit]:
-            log(f"data.{split}: skipped: {problem}")
+            log(f"data.{split}: {problem}")      # each says what was done: dropped, clipped, scaled, skipped
         if len(problems) > limit:
             log(f"data.{split}: ... and {len(problems) - limit} more problems (gluon-yolo3 data check lists them "
                 "all)")

@@ -247,9 +247,9 @@ def test_an_xml_size_that_disagrees_with_the_image_is_said_in_train_and_the_imag
     train = sets["train"]
     assert ids(train) == ["half", "right"] and train.image_size(0) == (48, 64)
     np.testing.assert_allclose(train.label(0)[:, :4], [[5, 10, 30, 40]])     # (10, 20, 60, 80) x 0.5
-    assert "data.train: skipped: half.xml: annotated as 128x96 but the image is 64x48: boxes scaled to the image" \
+    assert "data.train: half.xml: annotated as 128x96 but the image is 64x48: boxes scaled to the image" \
         in logged
-    assert any(line.startswith("data.train: skipped: swapped.xml: annotated as 48x64 but the image is 64x48 "
+    assert any(line.startswith("data.train: swapped.xml: annotated as 48x64 but the image is 64x48 "
                                "(rotated") and line.endswith("image skipped") for line in logged)
 
 
@@ -278,7 +278,7 @@ def test_class_names_differing_only_in_case_or_spaces_are_warned_in_train(tmp_pa
     assert ("data.train: warning: class names 'Raccoon' (b.xml) and 'raccoon' (a.xml, c.xml) differ only in case or "
             "spaces: they are 2 separate classes; fix the annotations, or list the classes you mean in data.classes"
             ) in logged
-    assert any(line.startswith("data.val: skipped: v.xml: unknown class 'RACCOON' skipped (1 box(es)) (differs from")
+    assert any(line.startswith("data.val: v.xml: unknown class 'RACCOON' skipped (1 box(es)) (differs from")
                for line in logged)
     folder, _ = write_yolo(tmp_path / "yolo", num_images=2, size=64)
     content = yaml.safe_load((folder / "data.yaml").read_text())
@@ -452,7 +452,7 @@ def test_one_bad_file_in_each_split_never_ends_a_run(tmp_path, demo_recipe, invo
     result = invoke("train", demo_recipe, "--workdir", tmp_path / "run", "--no-progress",
                     *sets(TINY + [f"data.root={root}", "train.val_every=1"]))
     assert result.exit_code == 0, result.output
-    assert f"data.train: skipped: {root / 'JPEGImages/i1.jpg'}: unreadable image: empty file (0 bytes); image " \
+    assert f"data.train: {root / 'JPEGImages/i1.jpg'}: unreadable image: empty file (0 bytes); image " \
            "skipped" in result.output
-    assert f"data.val: skipped: {root / 'JPEGImages/i5.jpg'}: unreadable image: not an image" in result.output
+    assert f"data.val: {root / 'JPEGImages/i5.jpg'}: unreadable image: not an image" in result.output
     assert (tmp_path / "run/checkpoints/epoch_0001.params").is_file()
