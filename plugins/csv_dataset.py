@@ -64,10 +64,10 @@ class CSVDataset(FileDetectionDataset):
                 continue
             boxes.append(box + [self.classes.index(row["class"]), 0.0])
         names = list(per_image)
-        whole = self.complete_images([folder / n for n in names], names)
+        sizes = self.check_image_files([folder / n for n in names], names)
         self._files = []
-        for name, ok in zip(names, whole):
-            if not ok:
+        for name, header in zip(names, sizes):
+            if header is None:                           # missing, unreadable or truncated: reported
                 continue
             (height, width), boxes = per_image[name]
             label, problems = sanitize_boxes(np.asarray(boxes, np.float32).reshape(-1, 6), width, height,

@@ -102,7 +102,7 @@ def test_saved_labels_are_read_back_by_data_check(fmt, zoo, predict, invoke, tmp
     want = {"dog": records_by_image(out)[str(photo)]["detections"]}
     want.update({f"walk_{line['frame']:06d}": line["detections"] for line in json_lines(out / "walk.jsonl")})
     assert len(want) == 6 and sum(len(d) for d in want.values()) >= 9      # dog.jpg: bicycle, dog, car, truck
-    sets = ["--set", f"data.root={out / 'labels'}"]
+    sets = ["--set", f"data.root={out / 'labels'}", "--set", "train.batch_size=2"]     # 5 training images
     checked = invoke("data", "check", zoo[0], *sets, "--out", tmp_path / "check", "--no-progress", "--strict")
     assert checked.exit_code == 0, checked.output
     report = json.loads((tmp_path / "check/data_check.json").read_text())
