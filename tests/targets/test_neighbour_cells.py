@@ -2,10 +2,8 @@
 with centre targets in (-0.5, 1.5) that a decoder with scale_x_y 2 reaches. Hand-computed rows, the decode round
 trip, and the recipe check.
 
-Set-up as tests/targets/test_targets.py: input (h, w) = (64, 96), strides (16, 32)
-  scale 0: grid H=4, W=6, A=2, anchors (8, 10), (20, 14)              -> rows  0..47
-  scale 1: grid H=2, W=3, A=3, anchors (30, 44), (44, 30), (60, 62)   -> rows 48..65
-row = offset(scale) + (row * W + col) * A + anchor
+The grid, anchors and row numbering are those of tests/targets/test_targets.py (its docstring): input 64 x 96,
+strides 16 and 32, rows 0..47 at scale 0 and 48..65 at scale 1.
 """
 import copy
 import math
