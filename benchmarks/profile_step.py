@@ -68,7 +68,7 @@ def profile_inference(calls: int, top: int, skip_gluoncv: bool):
         ours = common.mx_call(api.load_detector(recipe, weights, classes=classes, fuse=False))
         profile(lambda: ours(x), calls, top, "ours darknet53 fp32 inference, batch 1, 416")
         if not skip_gluoncv:
-            ref = common.mx_call(inf.gluoncv_reference("darknet53", len(classes)))
+            ref = common.mx_call(inf.gluoncv_reference(len(classes)))
             profile(lambda: ref(x), calls, top, "GluonCV darknet53 fp32 inference, batch 1, 416")
 
 

@@ -97,8 +97,8 @@ def main():
             "ours fused fp32, stream": streamed(api.Predictor(recipe, weights, classes=classes), video, args.batch_size),
             "ours int8, stream": streamed(deployed_predictor(tmp / "int8", recipe), video, args.batch_size),
             "ours fused fp32, frame by frame": frame_by_frame(api.Predictor(recipe, weights, classes=classes), video),
-            "gluoncv fp32, frame by frame": gluoncv_loop(gluoncv_reference("darknet53", len(classes)), video),
-            "gluoncv fp32 in our stream": streamed(Predictor(gcv_spec, gluoncv_reference("darknet53", len(classes))),
+            "gluoncv fp32, frame by frame": gluoncv_loop(gluoncv_reference(len(classes)), video),
+            "gluoncv fp32 in our stream": streamed(Predictor(gcv_spec, gluoncv_reference(len(classes))),
                                                    video, args.batch_size),
         }
         for run in variants.values():     # warm-up: graphs planned for both batch shapes
