@@ -168,7 +168,7 @@ def bench(name: str, runs: int, rounds: int, folder: Path, batch_sizes=(1,), glu
                   f"fp32/this {base / value:5.2f}x" + (f"   GluonCV fp32/this {gcv / value:5.2f}x" if gcv else "")
                   + f"   load + first call {first[key]:6.2f} s")
         out["batches"][str(batch)] = rows
-        del runtimes, loads, call
+        runtimes = loads = call = load = None       # the last loop values hold a model too
         gc.collect()        # Gluon blocks hold reference cycles: free this batch's models before the next ones load
     return out
 
