@@ -89,8 +89,9 @@ def evaluate_deployed(recipe: Mapping[str, Any], path, devices=None, metric: Opt
     """(metric result, per-image detections) of an exported or quantized model (an int8 folder, an MXNet or
     OpenVINO export folder or an .onnx file) on the recipe's `split` dataset, with the model's class list.
 
-    The result gets `"model": <format>` (`inference.deployed.deployed_label`: int8, mxnet, onnx, openvino-int8, ...). The model must be fed as the recipe feeds its
-    network (input size, resize, mean, std): ValueError naming the difference otherwise."""
+    The result gets `"model": <format>` (`inference.deployed.deployed_label`: int8, mxnet, onnx, openvino-int8,
+    ...). The model must be fed as the recipe feeds its network (input size, resize, mean, std): ValueError naming
+    the difference otherwise."""
     contexts = parse_devices(devices or recipe["train"]["devices"])[:1]
     detector = load_deployed(path, contexts[0])
     classes = list(detector.spec.classes)
